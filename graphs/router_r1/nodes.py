@@ -1,0 +1,150 @@
+"""Router-R1 nodes: think → route → integrate → think … → answer (or a forced final answer)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+
+from app.pool import CallResult, EndpointError, ModelEntry, Pool
+from graphs.hops import Hop, total_cost
+from graphs.router_r1 import prompts
+from graphs.router_r1.state import RouterR1Context, State
+
+_CHARS_PER_TOKEN = 4  # a deliberately pessimistic estimate, used only to refuse calls before they happen
+
+
+async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, Any]:
+    """The router generates until it emits a route call or an answer."""
+    ctx = runtime.context
+    prompt = state.get("prompt") or await _render_prompt(ctx.pool, state["question"])
+    transcript = state.get("transcript", "")
+    started = time.time()
+    allow_answer = state.get("turns", 0) >= ctx.min_routes
+    grammar = prompts.step_grammar(ctx.pool.names, allow_answer=allow_answer) if ctx.use_grammar else None
+    call = await _router_generate(
+        ctx, {**state, "prompt": prompt}, transcript, stop=[prompts.SEARCH_STOP], grammar=grammar, max_tokens=ctx.router_max_tokens
+    )
+    text = call.text
+    # The stop string is not returned: put it back so the trajectory stays well-formed.
+    if call.finish_reason == "stop" and "<search>" in text and prompts.SEARCH_STOP not in text:
+        text = text.rstrip() + " " + prompts.SEARCH_STOP
+    action = prompts.parse_action(text, ctx.pool.names)
+    hop = Hop.from_call(
+        "think", call, started, router_text=text, error=action.reason if action.kind == "malformed" else None
+    )
+    return {"prompt": prompt, "transcript": transcript + text, "action": action, "hops": [hop]}
+
+
+def after_think(state: State, runtime: Runtime[RouterR1Context]) -> Literal["route", "answer", "force_answer"]:
+    action = state["action"]
+    if action.kind == "answer":
+        return "answer"
+    if action.kind == "route" and state.get("turns", 0) < runtime.context.max_turns:
+        return "route"
+    return "force_answer"
+
+
+async def route(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, Any]:
+    """Send the sub-query to the chosen pool model, unless the budget forbids it or the model is down."""
+    ctx = runtime.context
+    action = state["action"]
+    assert action.model and action.query, "route is only reached with a parsed route action"
+    entry = ctx.pool.get(action.model)
+    turns = state.get("turns", 0) + 1
+    spent = total_cost(state.get("hops", []))
+    estimate = _estimate_cost(entry, action.query, ctx.response_max_tokens)
+    started = time.time()
+    if spent + estimate > ctx.budget_usd:
+        left = max(ctx.budget_usd - spent, 0.0)
+        message = prompts.BUDGET_REFUSAL.format(
+            model=entry.name, estimate=estimate, left=left, budget=ctx.budget_usd
+        )
+        hop = Hop(node="route", model=entry.name, sub_query=action.query, error=f"budget exceeded: {message}")
+        return {"information": prompts.information(message), "turns": turns, "hops": [hop]}
+    try:
+        call = await ctx.pool.ask(
+            entry.name, action.query, system=prompts.POOL_MODEL_SYSTEM, max_tokens=ctx.response_max_tokens
+        )
+    except EndpointError as exc:
+        hop = Hop(
+            node="route",
+            model=entry.name,
+            sub_query=action.query,
+            error=str(exc),
+            latency_s=time.time() - started,
+            started_at=started,
+        )
+        failure = prompts.ENDPOINT_FAILURE.format(model=entry.name, reason=exc.reason)
+        return {"information": prompts.information(failure), "turns": turns, "hops": [hop]}
+    hop = Hop.from_call("route", call, started, sub_query=action.query, response=call.text)
+    return {"information": prompts.information(call.text), "turns": turns, "hops": [hop]}
+
+
+def integrate(state: State) -> dict[str, Any]:
+    """Fold the pool model's reply into the router's context as an information block."""
+    return {"transcript": state["transcript"] + state["information"], "information": ""}
+
+
+def answer(state: State) -> dict[str, Any]:
+    return {"answer": state["action"].answer or "", "error": None}
+
+
+async def force_answer(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, Any]:
+    """One last router turn restricted to an answer: after max turns, or after malformed output."""
+    ctx = runtime.context
+    action = state["action"]
+    reason = action.reason if action.kind == "malformed" else f"max turns ({ctx.max_turns}) reached"
+    transcript = state["transcript"] + prompts.FORCED_ANSWER_PREFIX
+    started = time.time()
+    call = await _router_generate(
+        ctx,
+        state,
+        transcript,
+        stop=[prompts.ANSWER_STOP, "\n"],
+        grammar=prompts.FINAL_ANSWER_GRAMMAR if ctx.use_grammar else None,
+        max_tokens=48,
+    )
+    text = call.text.removesuffix(prompts.ANSWER_STOP).strip()
+    hop = Hop.from_call("answer", call, started, router_text=text, error=None if text else "empty answer")
+    return {
+        "transcript": transcript + text + " " + prompts.ANSWER_STOP,
+        "answer": text,
+        "error": reason if action.kind == "malformed" else None,
+        "hops": [hop],
+    }
+
+
+async def _render_prompt(pool: Pool, question: str) -> str:
+    """Self-hosted routers continue one growing text under their chat template, exactly as in training."""
+    if pool.router.backend == "openai":
+        return ""
+    return await pool.render_chat(pool.router, prompts.router_messages(question, pool.models))
+
+
+async def _router_generate(
+    ctx: RouterR1Context,
+    state: State,
+    transcript: str,
+    *,
+    stop: list[str],
+    grammar: str | None,
+    max_tokens: int,
+) -> CallResult:
+    pool, router = ctx.pool, ctx.pool.router
+    if router.backend == "openai":
+        # Hosted routers take messages: the trajectory so far is the assistant's turn to continue.
+        messages = prompts.router_messages(state["question"], pool.models)
+        messages += [("ai", transcript)] if transcript else []
+        return await pool.chat(router, messages, max_tokens=max_tokens, stop=stop)
+    extra: dict[str, Any] | None = None
+    if grammar is not None:
+        extra = {"grammar": grammar} if router.backend == "llamacpp" else {"structured_outputs": {"grammar": grammar}}
+    return await pool.complete(router, state["prompt"] + transcript, max_tokens=max_tokens, stop=stop, extra_body=extra)
+
+
+def _estimate_cost(entry: ModelEntry, query: str, max_tokens: int) -> float:
+    """Upper bound of a call's cost before it is made: prompt estimate plus the full reply cap."""
+    prompt_tokens = (len(query) + len(prompts.POOL_MODEL_SYSTEM)) // _CHARS_PER_TOKEN + 16
+    return entry.cost(prompt_tokens, max_tokens)

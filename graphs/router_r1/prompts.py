@@ -1,0 +1,170 @@
+"""Router-R1's prompt, action grammar and parser: one implementation for the graph, evaluation and training.
+
+The router reasons in ``<think>…</think>``, routes with ``<search> Model-Name: sub-query </search>``,
+receives ``<information>…</information>`` and ends with ``<answer>…</answer>`` (the paper's protocol).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel
+
+from app.pool import ModelEntry
+
+ROUTER_SYSTEM = "You are a helpful assistant that answers questions by consulting other language models."
+
+ROUTER_INSTRUCTIONS = """Answer the given question. \
+Every time you receive new information, you must first conduct reasoning inside <think> ... </think>. \
+After reasoning, if you find you lack some knowledge, you can call a specialized LLM by writing a query \
+inside <search> LLM-Name: Your-Query </search>. The response is returned between <information> and \
+</information>.
+Rules for <search>: replace LLM-Name with the EXACT name of one model from [{names}], and Your-Query with \
+a concrete question that helps answer the original question. Weigh each model's ability against its price.
+
+#### The models
+{descriptions}
+
+If no further external knowledge is needed, give the final answer inside <answer> ... </answer> without \
+explanation, for example: <answer> Beijing </answer>.
+Question: {question}
+"""
+
+MODEL_DESCRIPTION = "{name} (${price_in:.2f}/${price_out:.2f} per 1M tokens in/out, ~{latency_s:.1f}s): \
+{descriptor}{performance}"
+
+POOL_MODEL_SYSTEM = (
+    "You answer one sub-question for a coordinating model that is solving a larger question. "
+    "Reply with the answer only, briefly and factually."
+)
+
+INFORMATION_BLOCK = "\n<information>{content}</information>\n"
+BUDGET_REFUSAL = (
+    "Not called: {model} would cost up to ${estimate:.6f} but only ${left:.6f} of the ${budget:.6f} "
+    "budget is left. Answer with what you know."
+)
+ENDPOINT_FAILURE = "Error: {model} did not answer ({reason}). Try another model or answer."
+FORCED_ANSWER_PREFIX = "\n<answer> "
+
+SEARCH_STOP = "</search>"
+ANSWER_STOP = "</answer>"
+_TAGS = ("think", "search", "answer", "information")
+
+
+def render_models(models: Sequence[ModelEntry]) -> str:
+    return "\n".join(
+        MODEL_DESCRIPTION.format(
+            name=m.name,
+            price_in=m.price_in,
+            price_out=m.price_out,
+            latency_s=m.latency_s,
+            descriptor=" ".join(m.descriptor.split()),
+            performance=f" Example performance: {m.example_performance}" if m.example_performance else "",
+        )
+        for m in models
+    )
+
+
+def router_user_prompt(question: str, models: Sequence[ModelEntry]) -> str:
+    return ROUTER_INSTRUCTIONS.format(
+        names=", ".join(m.name for m in models), descriptions=render_models(models), question=question.strip()
+    )
+
+
+def router_messages(question: str, models: Sequence[ModelEntry]) -> list[tuple[str, str]]:
+    return [("system", ROUTER_SYSTEM), ("human", router_user_prompt(question, models))]
+
+
+class Action(BaseModel):
+    """What one router step asked for."""
+
+    kind: Literal["route", "answer", "malformed"]
+    model: str | None = None
+    query: str | None = None
+    answer: str | None = None
+    reason: str | None = None
+
+
+def parse_action(text: str, known_models: Sequence[str]) -> Action:
+    """Parse the action at the end of one router step; never raises.
+
+    >>> parse_action("<think>x</think><search> Gemma: capital of France? </search>", ["Gemma"]).model
+    'Gemma'
+    """
+    search_at, answer_at = text.find("<search>"), text.find("<answer>")
+    if search_at < 0 and answer_at < 0:
+        return Action(kind="malformed", reason="no action: expected <search> or <answer>")
+    if answer_at >= 0 and (search_at < 0 or answer_at < search_at):
+        body = _closed_body(text, "answer", answer_at)
+        if body is None:
+            return Action(kind="malformed", reason="unclosed <answer> tag")
+        if not body.strip():
+            return Action(kind="malformed", reason="empty <answer>")
+        return Action(kind="answer", answer=body.strip())
+    body = _closed_body(text, "search", search_at)
+    if body is None:
+        return Action(kind="malformed", reason="unclosed <search> tag")
+    if _has_tag(body):
+        return Action(kind="malformed", reason="nested tag inside <search>")
+    name, sep, query = body.partition(":")
+    if not sep:
+        return Action(kind="malformed", reason="route call lacks 'Model-Name: query'")
+    name, query = name.strip(), query.strip()
+    if not query:
+        return Action(kind="malformed", model=name, reason=f"empty query for {name or 'no model'}")
+    canonical = {m.lower(): m for m in known_models}.get(name.lower())
+    if canonical is None:
+        return Action(kind="malformed", model=name, query=query, reason=f"unknown model {name!r}")
+    return Action(kind="route", model=canonical, query=query)
+
+
+def _closed_body(text: str, tag: str, start: int) -> str | None:
+    end = text.find(f"</{tag}>", start)
+    return None if end < 0 else text[start + len(tag) + 2 : end]
+
+
+def _has_tag(text: str) -> bool:
+    return any(f"<{t}>" in text or f"</{t}>" in text for t in _TAGS)
+
+
+def extract_answer(trajectory: str) -> str | None:
+    """The last complete <answer> of a trajectory, stripped; None when there is none."""
+    found = re.findall(r"<answer>(.*?)</answer>", trajectory, flags=re.DOTALL)
+    return found[-1].strip() if found else None
+
+
+def information(content: str) -> str:
+    # The pool model's text must not be able to close or open protocol tags in the router's context.
+    for tag in _TAGS:
+        content = content.replace(f"<{tag}>", f"({tag})").replace(f"</{tag}>", f"(/{tag})")
+    return INFORMATION_BLOCK.format(content=content.strip())
+
+
+def _gbnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def step_grammar(model_names: Sequence[str], *, allow_answer: bool = True) -> str:
+    """GBNF for one router step: a bounded thought, then a route to a known model or (if allowed) an answer.
+
+    Bounded repetitions keep a weak router from running to the token limit inside a tag.
+    """
+    models = " | ".join(_gbnf_literal(n) for n in model_names)
+    actions = "( search | answer )" if allow_answer else "search"
+    return "\n".join(
+        [
+            f'root ::= "<think>" text160 "</think>\\n" {actions}',
+            'search ::= "<search> " model ": " head text160 " </search>"',
+            'answer ::= "<answer> " head text60 " </answer>"',
+            f"model ::= {models}",
+            "head ::= [^<\\n ]",
+            "text160 ::= [^<\\n]{1,160}",
+            "text160 ::= [^<\\n]{0,160}",
+            "text60 ::= [^<\\n]{0,60}",
+        ]
+    )
+
+
+FINAL_ANSWER_GRAMMAR = 'root ::= [^<\\n ] [^<\\n]{0,60} " </answer>"'

@@ -1,0 +1,1 @@
+"""Training the router from stored traces: rewards, datasets, TRL entry points."""
