@@ -7,12 +7,14 @@ Values come, in increasing priority, from defaults, an optional YAML file (``ROU
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -21,6 +23,9 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POOL = PROJECT_ROOT / "pools" / "local.yaml"
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "routegraph"
+
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("routegraph_config_file_values", default=None)
+"""Values ``load_settings`` read from the YAML file, applied below the environment in priority."""
 
 
 class ConfigError(ValueError):
@@ -40,19 +45,16 @@ class Settings(BaseSettings):
     router_endpoint: str | None = Field(
         default=None, description="Overrides the base_url of the pool's router entry (e.g. a vLLM server)."
     )
-    router_checkpoint: str | None = Field(
-        default=None, description="A trained router (GGUF file or HF checkpoint dir) replacing the pool's."
-    )
     budget_usd: float = Field(default=0.01, gt=0, description="Spend limit for one question, in USD.")
     max_turns: int = Field(default=4, ge=1, le=16, description="Route calls allowed before a forced answer.")
     min_routes: int = Field(
         default=1, ge=0, description="Route calls required before answering (grammar-enforced routers only)."
     )
     response_max_tokens: int = Field(default=512, ge=1, description="Cap on a pool model's reply.")
-    router_max_tokens: int = Field(default=192, ge=8, description="Cap on one router generation step.")
+    router_max_tokens: int = Field(default=320, ge=8, description="Cap on one router generation step.")
     request_timeout_s: float = Field(default=60.0, gt=0, description="Per-call timeout for any endpoint.")
     local_threads: int = Field(default=2, ge=1, description="CPU threads for each embedded llama.cpp server.")
-    local_ctx: int = Field(default=4096, ge=512, description="Context (all slots) of each embedded server.")
+    local_ctx: int = Field(default=8192, ge=512, description="Context (all slots) of each embedded server.")
     local_parallel: int = Field(default=2, ge=1, description="Parallel slots of each embedded server.")
 
     @classmethod
@@ -65,26 +67,34 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        file_values = _FILE_VALUES.get()
         yaml_file = os.environ.get("ROUTEGRAPH_CONFIG")
-        if yaml_file:
+        if file_values is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=file_values))
+        elif yaml_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings, turning any invalid or unreadable value into a ``ConfigError`` naming its source."""
+    file_values: dict[str, Any] = {}
+    yaml_file = config_file if config_file is not None else os.environ.get("ROUTEGRAPH_CONFIG")
+    if yaml_file:
+        path = Path(yaml_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        file_values = _read_yaml(path)
+    # The file's values rank below ROUTEGRAPH_* variables, as documented above: not init arguments.
+    token = _FILE_VALUES.set(file_values)
     try:
-        if config_file is not None:
-            path = Path(config_file)
-            if not path.is_file():
-                raise ConfigError(f"config file {path} does not exist")
-            file_values = _read_yaml(path)
-            return Settings(**{**file_values, **overrides})
         return Settings(**overrides)
     except ValidationError as exc:
         source = config_file or os.environ.get("ROUTEGRAPH_CONFIG") or "environment (ROUTEGRAPH_*)"
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings from {source}: {problems}") from exc
+    finally:
+        _FILE_VALUES.reset(token)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

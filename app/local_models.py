@@ -130,7 +130,9 @@ class LocalServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise LocalServerError(f"{self.label} server not healthy after {timeout_s:.0f}s; log: {self.log_path}")
+        raise LocalServerError(
+            f"{self.label} server not healthy after {timeout_s:.0f}s; log: {self.log_path}"
+        )
 
     @property
     def running(self) -> bool:
@@ -174,7 +176,9 @@ class LocalServers:
                 wait = timeout_s
             else:
                 if importlib.util.find_spec("vllm") is None:
-                    raise PoolError(f"{entry.name} needs vLLM: pip install 'routegraph[gpu]' on a GPU machine")
+                    raise PoolError(
+                        f"{entry.name} needs vLLM: pip install 'routegraph[gpu]' on a GPU machine"
+                    )
                 key = str(entry.hf_model)
                 make = lambda port, e=entry: vllm_command(e, port)  # noqa: E731
                 wait = max(timeout_s, 600.0)  # vLLM compiles and loads weights for minutes

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import httpx
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.config import secret_from_env
 
@@ -69,7 +69,11 @@ class ModelEntry(BaseModel):
             raise ValueError("backend 'llamacpp' needs gguf (a bundled model name or a .gguf path)")
         if self.backend == "vllm" and not self.hf_model:
             raise ValueError("backend 'vllm' needs hf_model (HF id or checkpoint directory)")
-        if self.mode == "completion" and self.prompt_template is not None and "{query}" not in self.prompt_template:
+        if (
+            self.mode == "completion"
+            and self.prompt_template is not None
+            and "{query}" not in self.prompt_template
+        ):
             raise ValueError("prompt_template must contain {query}")
         return self
 
@@ -88,14 +92,16 @@ class PoolFile(BaseModel):
     router: ModelEntry
     models: list[ModelEntry] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> PoolFile:
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelEntry]) -> list[ModelEntry]:
+        # A field validator, so that the error is located at 'models' rather than the file's root.
         seen: set[str] = set()
-        for entry in self.models:
+        for entry in models:
             if entry.name.lower() in seen:
                 raise ValueError(f"model name {entry.name!r} appears twice")
             seen.add(entry.name.lower())
-        return self
+        return models
 
 
 @dataclass(frozen=True)

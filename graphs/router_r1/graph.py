@@ -7,7 +7,9 @@ from langgraph.graph import END, START, StateGraph
 from graphs.router_r1.nodes import after_think, answer, force_answer, integrate, route, think
 from graphs.router_r1.state import InputState, OutputState, RouterR1Context, State
 
-builder = StateGraph(State, context_schema=RouterR1Context, input_schema=InputState, output_schema=OutputState)
+builder = StateGraph(
+    State, context_schema=RouterR1Context, input_schema=InputState, output_schema=OutputState
+)
 builder.add_node("think", think)
 builder.add_node("route", route)
 builder.add_node("integrate", integrate)

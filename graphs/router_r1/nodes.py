@@ -24,7 +24,12 @@ async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
     allow_answer = state.get("turns", 0) >= ctx.min_routes
     grammar = prompts.step_grammar(ctx.pool.names, allow_answer=allow_answer) if ctx.use_grammar else None
     call = await _router_generate(
-        ctx, {**state, "prompt": prompt}, transcript, stop=[prompts.SEARCH_STOP], grammar=grammar, max_tokens=ctx.router_max_tokens
+        ctx,
+        {**state, "prompt": prompt},
+        transcript,
+        stop=[prompts.SEARCH_STOP],
+        grammar=grammar,
+        max_tokens=ctx.router_max_tokens,
     )
     text = call.text
     # The stop string is not returned: put it back so the trajectory stays well-formed.
@@ -37,7 +42,9 @@ async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
     return {"prompt": prompt, "transcript": transcript + text, "action": action, "hops": [hop]}
 
 
-def after_think(state: State, runtime: Runtime[RouterR1Context]) -> Literal["route", "answer", "force_answer"]:
+def after_think(
+    state: State, runtime: Runtime[RouterR1Context]
+) -> Literal["route", "answer", "force_answer"]:
     action = state["action"]
     if action.kind == "answer":
         return "answer"
@@ -61,13 +68,20 @@ async def route(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
         message = prompts.BUDGET_REFUSAL.format(
             model=entry.name, estimate=estimate, left=left, budget=ctx.budget_usd
         )
-        hop = Hop(node="route", model=entry.name, sub_query=action.query, error=f"budget exceeded: {message}")
+        hop = Hop(
+            node="route",
+            model=entry.name,
+            sub_query=action.query,
+            error=f"budget exceeded: {message}",
+            detail={"told_router": message},
+        )
         return {"information": prompts.information(message), "turns": turns, "hops": [hop]}
     try:
         call = await ctx.pool.ask(
             entry.name, action.query, system=prompts.POOL_MODEL_SYSTEM, max_tokens=ctx.response_max_tokens
         )
     except EndpointError as exc:
+        failure = prompts.ENDPOINT_FAILURE.format(model=entry.name, reason=exc.reason)
         hop = Hop(
             node="route",
             model=entry.name,
@@ -75,8 +89,8 @@ async def route(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
             error=str(exc),
             latency_s=time.time() - started,
             started_at=started,
+            detail={"told_router": failure},
         )
-        failure = prompts.ENDPOINT_FAILURE.format(model=entry.name, reason=exc.reason)
         return {"information": prompts.information(failure), "turns": turns, "hops": [hop]}
     hop = Hop.from_call("route", call, started, sub_query=action.query, response=call.text)
     return {"information": prompts.information(call.text), "turns": turns, "hops": [hop]}
@@ -140,8 +154,14 @@ async def _router_generate(
         return await pool.chat(router, messages, max_tokens=max_tokens, stop=stop)
     extra: dict[str, Any] | None = None
     if grammar is not None:
-        extra = {"grammar": grammar} if router.backend == "llamacpp" else {"structured_outputs": {"grammar": grammar}}
-    return await pool.complete(router, state["prompt"] + transcript, max_tokens=max_tokens, stop=stop, extra_body=extra)
+        extra = (
+            {"grammar": grammar}
+            if router.backend == "llamacpp"
+            else {"structured_outputs": {"grammar": grammar}}
+        )
+    return await pool.complete(
+        router, state["prompt"] + transcript, max_tokens=max_tokens, stop=stop, extra_body=extra
+    )
 
 
 def _estimate_cost(entry: ModelEntry, query: str, max_tokens: int) -> float:

@@ -149,19 +149,20 @@ def _gbnf_literal(text: str) -> str:
 def step_grammar(model_names: Sequence[str], *, allow_answer: bool = True) -> str:
     """GBNF for one router step: a bounded thought, then a route to a known model or (if allowed) an answer.
 
-    Bounded repetitions keep a weak router from running to the token limit inside a tag.
+    Bounded repetitions keep a weak router from running to the token limit inside a tag: at worst one
+    token per character, a step is under 300 tokens, within the default router_max_tokens (320).
     """
     models = " | ".join(_gbnf_literal(n) for n in model_names)
     actions = "( search | answer )" if allow_answer else "search"
     return "\n".join(
         [
-            f'root ::= "<think>" text160 "</think>\\n" {actions}',
-            'search ::= "<search> " model ": " head text160 " </search>"',
+            f'root ::= "<think>" text120 "</think>\\n" {actions}',
+            'search ::= "<search> " model ": " head text100 " </search>"',
             'answer ::= "<answer> " head text60 " </answer>"',
             f"model ::= {models}",
             "head ::= [^<\\n ]",
-            "text160 ::= [^<\\n]{1,160}",
-            "text160 ::= [^<\\n]{0,160}",
+            "text120 ::= [^<\\n]{1,120}",
+            "text100 ::= [^<\\n]{0,100}",
             "text60 ::= [^<\\n]{0,60}",
         ]
     )

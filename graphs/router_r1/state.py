@@ -46,7 +46,7 @@ class RouterR1Context:
     budget_usd: float = 0.01
     max_turns: int = 4
     response_max_tokens: int = 512
-    router_max_tokens: int = 192
+    router_max_tokens: int = 320
     use_grammar: bool = True
     min_routes: int = 0
     """Route calls the grammar demands before it allows an answer (an untrained router rarely consults)."""

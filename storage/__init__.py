@@ -1,0 +1,1 @@
+"""The trace store: SQLAlchemy models and session helpers. Depends on nothing else of routegraph."""

@@ -1,0 +1,81 @@
+"""Typed SQLAlchemy 2 models of the trace store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
+
+
+class Run(Base):
+    """One question answered (or attempted) by a graph."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question: Mapped[str] = mapped_column(Text)
+    graph: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    """running → ok | failed."""
+    answer: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    router_model: Mapped[str | None] = mapped_column(String(200))
+    pool_snapshot: Mapped[dict[str, Any] | None]
+    """Pool entries and prices in force when the run started: later price changes never rewrite history."""
+    total_cost: Mapped[float] = mapped_column(default=0.0)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    latency_s: Mapped[float] = mapped_column(default=0.0)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    """host:pid of the process running it, so a later process can tell a crashed run from a live one."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+
+    hops: Mapped[list[Hop]] = relationship(
+        back_populates="run", order_by="Hop.index", cascade="all, delete-orphan"
+    )
+
+
+class Hop(Base):
+    """One model call (or refused call) within a run, committed as it happens."""
+
+    __tablename__ = "hops"
+    __table_args__ = (Index("ix_hops_run_index", "run_id", "index", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    node: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(200), index=True)
+    subtask_id: Mapped[str | None] = mapped_column(String(64))
+    sub_query: Mapped[str | None] = mapped_column(Text)
+    router_text: Mapped[str | None] = mapped_column(Text)
+    response: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    cost: Mapped[float] = mapped_column(default=0.0)
+    latency_s: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None]
+    started_at: Mapped[datetime | None]
+
+    run: Mapped[Run] = relationship(back_populates="hops")
