@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.config import ConfigError, Settings, load_settings
@@ -29,12 +30,12 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     try:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
-        err_console.print(f"[red]configuration error:[/red] {exc}")
+        err_console.print(f"[red]configuration error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
+    err_console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -57,9 +58,11 @@ def _service(settings: Settings, *, start_servers: bool, quiet: bool) -> Any:
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     pool: PoolOpt = None,
-    graph: Annotated[str, typer.Option(help="router-r1")] = "router-r1",
+    graph: Annotated[str, typer.Option(help="router-r1 or r2-reasoner")] = "router-r1",
     budget: Annotated[float | None, typer.Option(help="Spend limit in USD for this question.")] = None,
-    max_turns: Annotated[int | None, typer.Option(help="Route calls before a forced answer.")] = None,
+    max_turns: Annotated[
+        int | None, typer.Option(help="Route calls before a forced answer (r2-reasoner: most subtasks).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -80,12 +83,12 @@ def ask(
         typer.echo(json.dumps(result.to_json_dict()))
     else:
         console.print(_hop_table(result.hops, title=f"run {result.run_id} · {result.graph}"))
-        console.print(f"[bold]Answer:[/bold] {result.answer or '(none)'}")
+        console.print(f"[bold]Answer:[/bold] {escape(result.answer or '(none)')}")
         console.print(
             f"total cost ${result.total_cost:.6f} · {result.latency_s:.1f}s · status {result.status}"
         )
         if result.error:
-            err_console.print(f"[yellow]note:[/yellow] {result.error}")
+            err_console.print(f"[yellow]note:[/yellow] {escape(result.error)}")
     if result.status != "ok":
         raise typer.Exit(1)
 
@@ -99,13 +102,13 @@ def _hop_table(hops: list[Any], title: str) -> Table:
     for i, hop in enumerate(hops):
         table.add_row(
             str(i),
-            hop.node,
-            hop.model or "",
+            escape(hop.node),
+            escape(hop.model or ""),
             str(hop.input_tokens),
             str(hop.output_tokens),
             f"{hop.cost:.6f}",
             f"{hop.latency_s:.2f}",
-            (hop.error or "")[:60],
+            escape((hop.error or "")[:60]),
         )
     return table
 
@@ -127,12 +130,12 @@ def traces_list(
         table.add_row(
             str(run.id),
             run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            run.graph,
-            run.status,
+            escape(run.graph),
+            escape(run.status),
             f"{run.total_cost:.6f}",
             str(run.input_tokens + run.output_tokens),
-            run.question[:50],
-            (run.answer or "")[:40],
+            escape(run.question[:50]),
+            escape((run.answer or "")[:40]),
         )
     console.print(table)
 
@@ -144,16 +147,20 @@ def traces_show(run_id: int, config: ConfigOpt = None) -> None:
         run = service.get_run(run_id)
     if run is None:
         raise _fail(f"no run with id {run_id}")
-    console.print(f"[bold]run {run.id}[/bold] · {run.graph} · {run.status} · router {run.router_model}")
-    console.print(f"question: {run.question}")
-    console.print(f"answer:   {run.answer}")
+    console.print(
+        f"[bold]run {run.id}[/bold] · {escape(run.graph)} · {escape(run.status)} · "
+        f"router {escape(str(run.router_model))}"
+    )
+    console.print(f"question: {escape(run.question)}")
+    console.print(f"answer:   {escape(str(run.answer))}")
     if run.error:
-        console.print(f"error:    {run.error}")
+        console.print(f"error:    {escape(run.error)}")
     console.print(_hop_table(run.hops, title=f"total ${run.total_cost:.6f}"))
     for hop in run.hops:
         text = hop.router_text if hop.router_text is not None else hop.response
         query = f" ← {hop.sub_query}" if hop.sub_query else ""
-        console.print(f"[dim]#{hop.index} {hop.node} {hop.model}{query}[/dim]\n{text or ''}", markup=True)
+        header = escape(f"#{hop.index} {hop.node} {hop.model}{query}")
+        console.print(f"[dim]{header}[/dim]\n{escape(text or '')}", markup=True)
 
 
 @app.command()
@@ -187,13 +194,47 @@ def models(pool: PoolOpt = None, config: ConfigOpt = None) -> None:
             except httpx.HTTPError:
                 status = "unreachable"
         table.add_row(
-            role, entry.name, entry.backend, f"{entry.price_in:.2f}", f"{entry.price_out:.2f}", where, status
+            role,
+            entry.name,
+            entry.backend,
+            f"{entry.price_in:.2f}",
+            f"{entry.price_out:.2f}",
+            escape(where),
+            escape(status),
         )
     console.print(table)
     console.print(
         "Embedded llama.cpp servers run only while a routegraph command that needs them is running "
         "(routegraph ask, the app); each binds a free port on 127.0.0.1."
     )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    pool: PoolOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the graphs and the pool's models as an OpenAI-compatible API (/v1/chat/completions).
+
+    The bearer token is ROUTEGRAPH_API_KEY (unset: no token needed); limits are ROUTEGRAPH_SERVER_*.
+    """
+    import uvicorn
+
+    from app.server import create_app
+
+    settings = _settings(config, pool_file=pool)
+    with _service(settings, start_servers=True, quiet=False) as service:
+        server_app = create_app(
+            service,
+            api_key=settings.api_key,
+            max_body_bytes=settings.server_max_body_bytes,
+            max_concurrency=settings.server_max_concurrency,
+            max_queue=settings.server_max_queue,
+        )
+        err_console.print(f"routegraph serving on http://{host}:{port}/v1")
+        uvicorn.run(server_app, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -52,10 +52,37 @@ class Settings(BaseSettings):
     )
     response_max_tokens: int = Field(default=512, ge=1, description="Cap on a pool model's reply.")
     router_max_tokens: int = Field(default=320, ge=8, description="Cap on one router generation step.")
+    r2_allocation: str = Field(
+        default="router",
+        pattern=r"^(router|cheapest|strongest|fixed:.+)$",
+        description="R2-Reasoner allocation: router, cheapest, strongest or fixed:<model>.",
+    )
+    r2_escalate: bool = Field(default=False, description="R2-Reasoner: re-run a failed subtask one tier up.")
+    r2_max_subtasks: int = Field(
+        default=4, ge=1, le=8, description="R2-Reasoner: most subtasks per question."
+    )
+    r2_aggregator: str | None = Field(
+        default=None, description="R2-Reasoner: pool entry composing the final answer (default: the router)."
+    )
+    replay: Literal["off", "prefer", "only"] = Field(
+        default="off",
+        description="Replay cache: off (always call; answers are still recorded), prefer (recorded answer "
+        "when the identical request was made before), only (never call a model; a miss is an error).",
+    )
     request_timeout_s: float = Field(default=60.0, gt=0, description="Per-call timeout for any endpoint.")
     local_threads: int = Field(default=2, ge=1, description="CPU threads for each embedded llama.cpp server.")
     local_ctx: int = Field(default=8192, ge=512, description="Context (all slots) of each embedded server.")
     local_parallel: int = Field(default=2, ge=1, description="Parallel slots of each embedded server.")
+    api_key: str | None = Field(
+        default=None, description="Bearer token `routegraph serve` requires (none: the server is open)."
+    )
+    server_max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body.")
+    server_max_concurrency: int = Field(default=8, ge=1, description="Graph runs the server runs at once.")
+    server_max_queue: int = Field(
+        default=64,
+        ge=0,
+        description="Requests that may wait for a run slot; beyond that the server says 429.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -9,11 +9,13 @@ started by :mod:`app.local_models`, which binds their URLs here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 import yaml
@@ -25,6 +27,19 @@ Backend = Literal["openai", "llamacpp", "vllm"]
 ClientFactory = Callable[["ModelEntry", str, int], Any]
 """(entry, 'chat' | 'completion', max_tokens) -> a LangChain chat model or LLM; tests inject scripted ones."""
 Mode = Literal["chat", "completion"]
+
+
+CacheMode = Literal["off", "prefer", "only"]
+
+
+class ResponseCache(Protocol):
+    """Where model answers are recorded and replayed from (the trace store's ``model_responses``)."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(
+        self, key: str, model: str, prompt_hash: str, params: dict[str, Any], response: dict[str, Any]
+    ) -> None: ...
 
 
 class PoolError(ValueError):
@@ -115,6 +130,8 @@ class CallResult:
     cost: float
     latency_s: float
     finish_reason: str | None = None
+    cache: str | None = None
+    """'hit' when served from the replay cache, 'miss' when live and recorded, None with no cache."""
 
 
 def load_pool(path: str | Path) -> Pool:
@@ -174,6 +191,8 @@ class Pool:
         self._clients: dict[tuple[str, int, str, int], Any] = {}
         self.timeout_s = 60.0
         self.client_factory = client_factory
+        self.cache: ResponseCache | None = None
+        self.cache_mode: CacheMode = "off"
 
     # -- lookup -----------------------------------------------------------------------------------------
     def get(self, name: str) -> ModelEntry:
@@ -231,6 +250,7 @@ class Pool:
         pool = Pool(router, self.models, self.source, self.client_factory)
         pool._endpoints = dict(self._endpoints)
         pool.timeout_s = self.timeout_s
+        pool.cache, pool.cache_mode = self.cache, self.cache_mode
         return pool
 
     # -- calls ------------------------------------------------------------------------------------------
@@ -277,26 +297,22 @@ class Pool:
         stop: Sequence[str] | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> CallResult:
-        client = self._client(entry, max_tokens, "chat")
-        started = time.perf_counter()
-        try:
-            message = await client.ainvoke(
-                list(messages), stop=list(stop or entry.stop) or None, extra_body=extra_body
+        stops = list(stop or entry.stop) or None
+
+        async def live() -> dict[str, Any]:
+            message = await self._client(entry, max_tokens, "chat").ainvoke(
+                list(messages), stop=stops, extra_body=extra_body
             )
-        except Exception as exc:  # any transport or API failure is the endpoint's
-            raise EndpointError(entry.name, _reason(exc)) from exc
-        latency = time.perf_counter() - started
-        usage = message.usage_metadata or {}
-        tokens_in, tokens_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-        return CallResult(
-            model=entry.name,
-            text=str(message.content),
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost=entry.cost(tokens_in, tokens_out),
-            latency_s=latency,
-            finish_reason=(message.response_metadata or {}).get("finish_reason"),
-        )
+            usage = message.usage_metadata or {}
+            return {
+                "text": str(message.content),
+                "input_tokens": int(usage.get("input_tokens", 0)),
+                "output_tokens": int(usage.get("output_tokens", 0)),
+                "finish_reason": (message.response_metadata or {}).get("finish_reason"),
+            }
+
+        prompt = [[role, " ".join(content.split())] for role, content in messages]
+        return await self._call(entry, "chat", prompt, max_tokens, stops, extra_body, live)
 
     async def complete(
         self,
@@ -308,27 +324,53 @@ class Pool:
         extra_body: dict[str, Any] | None = None,
     ) -> CallResult:
         """Raw text continuation through the completions endpoint."""
-        client = self._client(entry, max_tokens, "completion")
-        started = time.perf_counter()
-        try:
-            result = await client.agenerate(
-                [prompt], stop=list(stop or entry.stop) or None, extra_body=extra_body
+        stops = list(stop or entry.stop) or None
+
+        async def live() -> dict[str, Any]:
+            result = await self._client(entry, max_tokens, "completion").agenerate(
+                [prompt], stop=stops, extra_body=extra_body
             )
-        except Exception as exc:
+            generation = result.generations[0][0]
+            usage = (result.llm_output or {}).get("token_usage", {})
+            return {
+                "text": generation.text,
+                "input_tokens": int(usage.get("prompt_tokens", 0)),
+                "output_tokens": int(usage.get("completion_tokens", 0)),
+                "finish_reason": (generation.generation_info or {}).get("finish_reason"),
+            }
+
+        # A continuation depends on every character of the prompt: no whitespace normalisation here.
+        return await self._call(entry, "completion", prompt, max_tokens, stops, extra_body, live)
+
+    async def _call(
+        self,
+        entry: ModelEntry,
+        kind: str,
+        prompt: Any,
+        max_tokens: int,
+        stop: list[str] | None,
+        extra_body: dict[str, Any] | None,
+        live: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> CallResult:
+        """One call, served from the replay cache when the mode allows, recorded there when live."""
+        params = {"kind": kind, "max_tokens": max_tokens, "stop": stop, "extra_body": extra_body}
+        prompt_hash = _sha256(prompt)
+        key = _sha256({"model": entry.name, "served": entry.served_id, "prompt": prompt_hash, **params})
+        started = time.perf_counter()
+        if self.cache is not None and self.cache_mode != "off":
+            recorded = self.cache.get(key)
+            if recorded is not None:
+                return _result(entry, recorded, time.perf_counter() - started, cache="hit")
+            if self.cache_mode == "only":
+                raise EndpointError(entry.name, "replay cache only: no recorded response for this request")
+        try:
+            response = await live()
+        except Exception as exc:  # any transport or API failure is the endpoint's
             raise EndpointError(entry.name, _reason(exc)) from exc
         latency = time.perf_counter() - started
-        generation = result.generations[0][0]
-        usage = (result.llm_output or {}).get("token_usage", {})
-        tokens_in, tokens_out = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-        return CallResult(
-            model=entry.name,
-            text=generation.text,
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost=entry.cost(tokens_in, tokens_out),
-            latency_s=latency,
-            finish_reason=(generation.generation_info or {}).get("finish_reason"),
-        )
+        if self.cache is not None:
+            self.cache.put(key, entry.name, prompt_hash, params, response)
+        return _result(entry, response, latency, cache="miss" if self.cache is not None else None)
 
     async def render_chat(self, entry: ModelEntry, messages: Sequence[tuple[str, str]]) -> str:
         """The prompt text a self-hosted model sees for ``messages`` under its own chat template."""
@@ -357,6 +399,24 @@ class Pool:
             return response.status_code == 200
         except (httpx.HTTPError, EndpointError):
             return False
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _result(entry: ModelEntry, response: dict[str, Any], latency_s: float, cache: str | None) -> CallResult:
+    tokens_in, tokens_out = int(response["input_tokens"]), int(response["output_tokens"])
+    return CallResult(
+        model=entry.name,
+        text=str(response["text"]),
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost=entry.cost(tokens_in, tokens_out),
+        latency_s=latency_s,
+        finish_reason=response.get("finish_reason"),
+        cache=cache,
+    )
 
 
 def _tokenizer(model: str) -> Any:

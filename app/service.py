@@ -7,11 +7,14 @@ mid-run leaves every completed hop in the store.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,8 +24,11 @@ from app.local_models import LocalServers
 from app.pool import Pool, load_pool
 from graphs.hops import Hop
 from storage import db
+from storage.cache import SqlResponseCache
 
-GRAPHS = ("router-r1",)
+FINAL_KEYS = ("answer", "error", "transcript")
+"""State keys a graph's nodes may set that the run row keeps."""
+GRAPHS = ("router-r1", "r2-reasoner")
 
 
 class QuestionError(ValueError):
@@ -78,6 +84,8 @@ class RouteGraphService:
     pool: Pool
     servers: LocalServers | None = None
     _factory: Any = field(default=None, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def create(
@@ -92,6 +100,7 @@ class RouteGraphService:
         service = cls(settings=settings, pool=pool)
         service._factory = db.session_factory(db.make_engine(settings.database_url))
         db.mark_orphaned(service._factory, socket.gethostname(), _pid_alive)
+        pool.cache, pool.cache_mode = SqlResponseCache(service._factory), settings.replay
         if start_servers:
             service.servers = LocalServers(settings)
             service.servers.start_for(pool)
@@ -102,6 +111,9 @@ class RouteGraphService:
         return self._factory
 
     def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
         if self.servers is not None:
             self.servers.stop_all()
 
@@ -127,6 +139,23 @@ class RouteGraphService:
                 response_max_tokens=s.response_max_tokens,
                 router_max_tokens=s.router_max_tokens,
                 min_routes=s.min_routes,
+            )
+        if graph == "r2-reasoner":
+            from graphs.r2_reasoner.graph import graph as r2_graph
+            from graphs.r2_reasoner.graph import recursion_limit
+            from graphs.r2_reasoner.state import R2Context
+
+            # For this graph --max-turns bounds the number of subtasks.
+            max_subtasks = max_turns if max_turns is not None else s.r2_max_subtasks
+            return r2_graph.with_config(recursion_limit=recursion_limit(max_subtasks)), R2Context(
+                pool=self.pool,
+                budget_usd=budget_usd if budget_usd is not None else s.budget_usd,
+                max_subtasks=max_subtasks,
+                allocation=s.r2_allocation,
+                escalate=s.r2_escalate,
+                aggregator=s.r2_aggregator,
+                response_max_tokens=s.response_max_tokens,
+                router_max_tokens=s.router_max_tokens,
             )
         raise QuestionError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
 
@@ -167,12 +196,24 @@ class RouteGraphService:
                         db.add_hop(self._factory, run_id, len(hops), **_hop_row(hop))
                         hops.append(hop)
                         yield hop
-                    final.update({k: node_update[k] for k in ("answer", "error") if k in node_update})
+                    final.update({k: node_update[k] for k in FINAL_KEYS if k in node_update})
             error = final.get("error")
         except Exception as exc:  # the run fails, its hops so far stay stored
             status, error = "failed", f"{type(exc).__name__}: {exc}"
+        except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading: not left 'running'
+            db.finish_run(
+                self._factory, run_id, status="failed", answer=final.get("answer", ""), error="cancelled"
+            )
+            raise
         answer = final.get("answer", "")
-        db.finish_run(self._factory, run_id, status=status, answer=answer, error=error)
+        db.finish_run(
+            self._factory,
+            run_id,
+            status=status,
+            answer=answer,
+            error=error,
+            trajectory=final.get("transcript"),
+        )
         yield RunResult(
             run_id=run_id,
             graph=graph,
@@ -197,32 +238,36 @@ class RouteGraphService:
 
     def ask(self, question: str, on_hop: Callable[[Hop], None] | None = None, **options: Any) -> RunResult:
         """Synchronous convenience for scripts and the CLI."""
-
-        async def _collect() -> RunResult:
-            result: RunResult | None = None
-            async for item in self.astream(question, **options):
-                if isinstance(item, RunResult):
-                    result = item
-                elif on_hop is not None:
-                    on_hop(item)
-            assert result is not None
-            return result
-
-        return asyncio.run(_collect())
+        for item in self.stream(question, **options):
+            if isinstance(item, RunResult):
+                return item
+            if on_hop is not None:
+                on_hop(item)
+        raise AssertionError("astream always ends with a RunResult")
 
     def stream(self, question: str, **options: Any) -> Iterator[Hop | RunResult]:
-        """Synchronous iteration over hops and the final result (Streamlit runs scripts synchronously)."""
-        loop = asyncio.new_event_loop()
+        """Synchronous iteration over hops and the final result (Streamlit scripts run synchronously).
+
+        Runs on the service's own event loop thread, so HTTP clients are reused across calls and several
+        threads (Streamlit sessions) can stream at once.
+        """
+        loop = self._event_loop()
         agen = self.astream(question, **options)
         try:
             while True:
                 try:
-                    yield loop.run_until_complete(agen.__anext__())
+                    yield asyncio.run_coroutine_threadsafe(agen.__anext__(), loop).result()
                 except StopAsyncIteration:
                     return
         finally:
-            loop.run_until_complete(agen.aclose())
-            loop.close()
+            asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="routegraph-loop", daemon=True).start()
+            return self._loop
 
     # -- reading traces -------------------------------------------------------------------------------
     def list_runs(self, **filters: Any) -> Any:
@@ -230,6 +275,138 @@ class RouteGraphService:
 
     def get_run(self, run_id: int) -> Any:
         return db.get_run(self._factory, run_id)
+
+    # -- feedback and the views the UI draws ----------------------------------------------------------
+    def add_feedback(self, run_id: int, label: str, gold_answer: str | None = None) -> int:
+        """Record a user's judgement of a run (ValueError for an unknown label, run or empty gold)."""
+        return db.add_feedback(self._factory, run_id, label, gold_answer=gold_answer, source="user")
+
+    def feedback_for(self, run_id: int) -> Any:
+        return db.feedback_for(self._factory, run_id)
+
+    def model_usage(self) -> list[dict[str, Any]]:
+        return db.model_usage(self._factory)
+
+    def reference_cost(self, input_tokens: int, output_tokens: int) -> tuple[str, float]:
+        """What these tokens would have cost on the pool's most expensive model: (name, USD)."""
+        entry = self.pool.most_expensive()
+        return entry.name, entry.cost(input_tokens, output_tokens)
+
+    def run_rows(self, limit: int = 500, **filters: Any) -> list[dict[str, Any]]:
+        """Stored runs as flat table rows, with their latest feedback judged against the answer."""
+        labels = db.latest_feedback(self._factory)
+        rows = []
+        for run in db.list_runs(self._factory, limit=limit, **filters):
+            rows.append(
+                {
+                    "id": run.id,
+                    "created_at": run.created_at,
+                    "graph": run.graph,
+                    "status": run.status,
+                    "question": run.question,
+                    "answer": run.answer,
+                    "total_cost": run.total_cost,
+                    "input_tokens": run.input_tokens,
+                    "output_tokens": run.output_tokens,
+                    "latency_s": run.latency_s,
+                    "error": run.error,
+                    "correct": judge(run.answer, labels.get(run.id)),
+                }
+            )
+        return rows
+
+    def export_jsonl(self, run_ids: list[int]) -> str:
+        """The runs with their hops and feedback, one JSON object a line."""
+        lines = []
+        for run_id in run_ids:
+            run = self.get_run(run_id)
+            if run is None:
+                continue
+            data = {c.name: getattr(run, c.name) for c in run.__table__.columns}
+            data["hops"] = [{c.name: getattr(h, c.name) for c in h.__table__.columns} for h in run.hops]
+            data["feedback"] = [
+                {c.name: getattr(f, c.name) for c in f.__table__.columns} for f in self.feedback_for(run_id)
+            ]
+            lines.append(json.dumps(data, default=_json_default))
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    @staticmethod
+    def hop_timeline(run: Any) -> list[dict[str, Any]]:
+        """One bar per stored hop: start, end (start + latency) and what to colour and label it by."""
+        rows = []
+        for hop in run.hops:
+            start = hop.started_at or run.created_at
+            rows.append(
+                {
+                    "hop": f"{hop.index} {hop.node}",
+                    "model": hop.model or "(none)",
+                    "start": start,
+                    "end": start + timedelta(seconds=max(hop.latency_s, 0.001)),
+                    "cost": hop.cost,
+                    "error": hop.error,
+                }
+            )
+        return rows
+
+    def dashboard(self, limit: int = 10_000) -> dict[str, list[dict[str, Any]]]:
+        """Daily runs and cost, cost and accuracy per graph, and the share of hops per model."""
+        rows = self.run_rows(limit=limit)
+        daily: dict[tuple[Any, str], dict[str, Any]] = {}
+        graphs: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            day = daily.setdefault(
+                (row["created_at"].date(), row["graph"]),
+                {"day": row["created_at"].date(), "graph": row["graph"], "runs": 0, "cost": 0.0},
+            )
+            day["runs"] += 1
+            day["cost"] += row["total_cost"]
+            per = graphs.setdefault(
+                row["graph"], {"graph": row["graph"], "runs": 0, "cost": 0.0, "judged": 0}
+            )
+            per["runs"] += 1
+            per["cost"] += row["total_cost"]
+            per.setdefault("right", 0)
+            if row["correct"] is not None:
+                per["judged"] += 1
+                per["right"] += int(row["correct"])
+        by_graph = [
+            {
+                "graph": g["graph"],
+                "runs": g["runs"],
+                "mean_cost": g["cost"] / g["runs"],
+                "judged": g["judged"],
+                "accuracy": g["right"] / g["judged"] if g["judged"] else None,
+            }
+            for g in graphs.values()
+        ]
+        usage = self.model_usage()
+        calls = sum(u["calls"] for u in usage) or 1
+        routes = [{"model": u["model"], "hops": u["calls"], "share": u["calls"] / calls} for u in usage]
+        return {
+            "daily": sorted(daily.values(), key=lambda d: d["day"]),
+            "by_graph": by_graph,
+            "routes": routes,
+        }
+
+
+def normalize_answer(text: str | None) -> str:
+    return " ".join((text or "").lower().strip().strip(".").split())
+
+
+def judge(answer: str | None, feedback: Any) -> bool | None:
+    """Whether feedback says the answer is right: a label, or the gold answer matching or within it."""
+    if feedback is None:
+        return None
+    if feedback.label == "gold":
+        gold, got = normalize_answer(feedback.gold_answer), normalize_answer(answer)
+        return bool(gold) and (gold == got or gold in got)
+    return bool(feedback.label == "correct")
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _hop_row(hop: Hop) -> dict[str, Any]:

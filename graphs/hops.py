@@ -7,6 +7,7 @@ graphs so that storage, the CLI and the UI read one shape.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -29,7 +30,10 @@ class Hop(BaseModel):
     detail: dict[str, object] = Field(default_factory=dict, description="Structured extras (plans, picks).")
 
     @classmethod
-    def from_call(cls, node: str, call: CallResult, started_at: float, **fields: object) -> Hop:
+    def from_call(cls, node: str, call: CallResult, started_at: float, **fields: Any) -> Hop:
+        detail = dict(fields.pop("detail", None) or {})
+        if call.cache is not None:
+            detail["cache"] = call.cache  # replay cache hit or miss
         return cls(
             node=node,
             model=call.model,
@@ -38,7 +42,8 @@ class Hop(BaseModel):
             cost=call.cost,
             latency_s=call.latency_s,
             started_at=started_at,
-            **fields,  # type: ignore[arg-type]
+            detail=detail,
+            **fields,
         )
 
 

@@ -45,6 +45,8 @@ class Run(Base):
     input_tokens: Mapped[int] = mapped_column(default=0)
     output_tokens: Mapped[int] = mapped_column(default=0)
     latency_s: Mapped[float] = mapped_column(default=0.0)
+    trajectory: Mapped[str | None] = mapped_column(Text)
+    """The router's full text (Router-R1: thoughts, route calls, information, answer): an SFT target."""
     owner: Mapped[str | None] = mapped_column(String(200))
     """host:pid of the process running it, so a later process can tell a crashed run from a live one."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -79,3 +81,57 @@ class Hop(Base):
     started_at: Mapped[datetime | None]
 
     run: Mapped[Run] = relationship(back_populates="hops")
+
+
+FEEDBACK_LABELS = ("correct", "incorrect", "gold")
+
+
+class Feedback(Base):
+    """A judgement of a run's answer: marked correct/incorrect, or a gold answer to compare it with."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    """correct | incorrect | gold (then gold_answer holds the expected answer)."""
+    gold_answer: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32), default="user")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelResponse(Base):
+    """The replay cache: one model's answer to one exact request, so training and evaluation re-use it."""
+
+    __tablename__ = "model_responses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    """sha256 of (model, normalised prompt, decoding parameters)."""
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any] | None]
+    response_text: Mapped[str] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingRun(Base):
+    """One GRPO or SFT run: config, the stored runs it learned from, its checkpoint, per-step metrics."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """grpo | sft."""
+    config: Mapped[dict[str, Any]]
+    source_run_ids: Mapped[dict[str, Any] | None]
+    """{"ids": [...]} of stored runs used as training data (QA-file rows have none)."""
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    checkpoint: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any] | None]
+    """{"steps": [{step, reward, format_rate, accuracy, cost, ...}, ...]}."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -26,7 +26,7 @@ def hf_checkpoint_from_gguf(gguf_file: Path, cache_dir: Path = DEFAULT_CACHE) ->
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32
     )
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     partial = target.with_name(target.name + ".partial")

@@ -23,13 +23,13 @@ class OutputState(TypedDict, total=False):
     """Every model call in order, appended by the node that made it."""
     error: str | None
     """Why the run ended without a clean answer (malformed router output), if it did."""
+    transcript: str
+    """Everything the router has generated or been given after the prompt: the Router-R1 trajectory."""
 
 
 class State(InputState, OutputState, total=False):
     prompt: str
     """The router's prompt rendered with its chat template (self-hosted routers), fixed for the run."""
-    transcript: str
-    """Everything the router has generated or been given after the prompt: the Router-R1 trajectory."""
     action: Action
     """The action parsed from the latest router step."""
     information: str

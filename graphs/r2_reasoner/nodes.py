@@ -1,0 +1,420 @@
+"""R2-Reasoner nodes: decompose → allocate → (wave → execute ×ready subtasks)* → aggregate.
+
+``dispatch`` (after each ``wave``) sends every subtask whose dependencies are answered to ``execute`` with
+LangGraph ``Send``, so independent subtasks run in parallel; results merge through a dict reducer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from app.pool import CallResult, EndpointError, ModelEntry, Pool
+from graphs.hops import Hop, total_cost
+from graphs.r2_reasoner import prompts
+from graphs.r2_reasoner.prompts import DecompositionError, Subtask
+from graphs.r2_reasoner.state import R2Context, State, SubtaskResult, SubtaskTask
+
+_CHARS_PER_TOKEN = 4  # a deliberately pessimistic estimate, used only to refuse calls before they happen
+FALLBACK_ID = "1"
+
+
+# -- pool helpers ---------------------------------------------------------------------------------------
+def by_price(pool: Pool) -> list[ModelEntry]:
+    """Candidates from cheapest to most expensive (the price tiers)."""
+    return sorted(pool.models, key=lambda m: (m.price_in + m.price_out, m.name))
+
+
+def model_for_level(pool: Pool, level: str) -> ModelEntry:
+    """easy → cheapest, hard → most expensive, medium → the middle of the price-sorted list (rounded down)."""
+    ordered = by_price(pool)
+    index = prompts.LEVELS.index(level) * (len(ordered) - 1) // (len(prompts.LEVELS) - 1)
+    return ordered[index]
+
+
+def next_pricier(pool: Pool, name: str) -> ModelEntry | None:
+    """The next model up the price tiers from ``name`` (strictly pricier), or None at the top."""
+    entry = pool.get(name)
+    price = entry.price_in + entry.price_out
+    return next((m for m in by_price(pool) if m.price_in + m.price_out > price), None)
+
+
+def default_model(pool: Pool) -> ModelEntry:
+    """Where unusable allocations and the direct-answer fallback go: the cheapest candidate."""
+    return pool.cheapest()
+
+
+def resolve_choice(pool: Pool, choice: str) -> ModelEntry | None:
+    """A level or a candidate's name → the model; None when it is neither."""
+    key = choice.strip().lower()
+    if key in prompts.LEVELS:
+        return model_for_level(pool, key)
+    return pool.find(key)
+
+
+def _structured_extra(
+    entry: ModelEntry, schema: dict[str, Any] | None, grammar: str | None
+) -> dict[str, Any] | None:
+    """Request-body extras that constrain a self-hosted model's output; hosted models get none."""
+    if entry.backend == "llamacpp":
+        if schema is not None:
+            return {"json_schema": schema}
+        return {"grammar": grammar} if grammar is not None else None
+    if entry.backend == "vllm":
+        if schema is not None:
+            return {"structured_outputs": {"json": schema}}
+        return {"structured_outputs": {"grammar": grammar}} if grammar is not None else None
+    return None
+
+
+async def _generate(
+    ctx: R2Context,
+    entry: ModelEntry,
+    messages: list[tuple[str, str]],
+    *,
+    max_tokens: int,
+    schema: dict[str, Any] | None = None,
+    grammar: str | None = None,
+) -> CallResult:
+    extra = _structured_extra(entry, schema, grammar) if ctx.use_schema else None
+    if entry.mode == "completion":
+        prompt = "\n\n".join(text for _, text in messages) + "\n"
+        return await ctx.pool.complete(entry, prompt, max_tokens=max_tokens, extra_body=extra)
+    return await ctx.pool.chat(entry, messages, max_tokens=max_tokens, extra_body=extra)
+
+
+def _estimate_cost(entry: ModelEntry, prompt: str, max_tokens: int) -> float:
+    """Upper bound of a subtask call's cost before it is made: prompt estimate plus the full reply cap."""
+    prompt_tokens = (len(prompt) + len(prompts.EXECUTE_SYSTEM)) // _CHARS_PER_TOKEN + 16
+    return entry.cost(prompt_tokens, max_tokens)
+
+
+def _plan_detail(plan: Sequence[Subtask]) -> list[dict[str, object]]:
+    return [{"id": s.id, "text": s.text, "depends_on": list(s.depends_on)} for s in plan]
+
+
+# -- nodes ----------------------------------------------------------------------------------------------
+async def decompose(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]:
+    """The router splits the question into subtasks; a malformed split falls back to a direct answer."""
+    ctx = runtime.context
+    question = state["question"]
+    given = state.get("subtasks")
+    started = time.time()
+    if given is not None:  # a fixed decomposition from the input: validated, no model call
+        try:
+            plan = prompts.validate_subtasks(given, ctx.max_subtasks)
+        except DecompositionError as exc:
+            return _fallback(question, Hop(node="decompose", error=f"given subtasks: {exc}"), str(exc))
+        hop = Hop(
+            node="decompose", started_at=started, detail={"subtasks": _plan_detail(plan), "given": True}
+        )
+        return {"plan": plan, "fallback": False, "hops": [hop]}
+    router = ctx.pool.router
+    try:
+        call = await _generate(
+            ctx,
+            router,
+            prompts.decompose_messages(question, ctx.max_subtasks),
+            max_tokens=ctx.router_max_tokens,
+            schema=prompts.decomposition_schema(ctx.max_subtasks),
+        )
+    except EndpointError as exc:
+        hop = Hop(
+            node="decompose",
+            model=router.name,
+            error=str(exc),
+            latency_s=time.time() - started,
+            started_at=started,
+        )
+        return _fallback(question, hop, str(exc))
+    try:
+        plan = prompts.parse_decomposition(call.text, ctx.max_subtasks)
+    except DecompositionError as exc:
+        hop = Hop.from_call("decompose", call, started, router_text=call.text, error=f"malformed: {exc}")
+        return _fallback(question, hop, f"malformed: {exc}")
+    hop = Hop.from_call(
+        "decompose", call, started, router_text=call.text, detail={"subtasks": _plan_detail(plan)}
+    )
+    return {"plan": plan, "fallback": False, "hops": [hop]}
+
+
+def _fallback(question: str, hop: Hop, reason: str) -> dict[str, Any]:
+    plan = [Subtask(id=FALLBACK_ID, text=question.strip())]
+    hop = hop.model_copy(update={"detail": {**hop.detail, "fallback": _plan_detail(plan)}})
+    return {
+        "plan": plan,
+        "fallback": True,
+        "error": f"decomposition failed ({reason}); answered directly",
+        "hops": [hop],
+    }
+
+
+async def allocate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]:
+    """Give each subtask a model by the configured strategy; unusable choices go to the default model."""
+    ctx = runtime.context
+    pool, plan = ctx.pool, state["plan"]
+    default = default_model(pool)
+    strategy = "fallback" if state.get("fallback") else ctx.allocation
+    started = time.time()
+    problems: dict[str, str] = {}
+    if strategy == "router":
+        return await _allocate_by_router(ctx, plan, started)
+    if strategy in ("fallback", "cheapest"):
+        chosen = default if strategy == "fallback" else pool.cheapest()
+    elif strategy == "strongest":
+        chosen = pool.most_expensive()
+    elif strategy.startswith("fixed:"):
+        named = pool.find(strategy.removeprefix("fixed:"))
+        chosen = named or default
+        if named is None:
+            problems = {s.id: f"unknown model {strategy.removeprefix('fixed:')!r}" for s in plan}
+    else:
+        chosen = default
+        problems = {s.id: f"unknown allocation strategy {strategy!r}" for s in plan}
+    allocation = {s.id: chosen.name for s in plan}
+    hop = Hop(
+        node="allocate",
+        started_at=started,
+        error=_problem_text(problems, default) if problems else None,
+        detail=_allocation_detail(strategy, allocation, problems=problems),
+    )
+    return {"allocation": allocation, "hops": [hop]}
+
+
+async def _allocate_by_router(ctx: R2Context, plan: list[Subtask], started: float) -> dict[str, Any]:
+    pool, router, default = ctx.pool, ctx.pool.router, default_model(ctx.pool)
+    ids = [s.id for s in plan]
+    try:
+        call = await _generate(
+            ctx,
+            router,
+            prompts.allocate_messages(plan, by_price(pool)),
+            max_tokens=ctx.router_max_tokens,
+            schema=prompts.allocation_schema(ids, pool.names),
+        )
+    except EndpointError as exc:
+        fallback = {sid: default.name for sid in ids}
+        hop = Hop(
+            node="allocate",
+            model=router.name,
+            error=f"{exc}; every subtask goes to {default.name}",
+            latency_s=time.time() - started,
+            started_at=started,
+            detail=_allocation_detail("router", fallback),
+        )
+        return {"allocation": fallback, "hops": [hop]}
+    problems: dict[str, str] = {}
+    try:
+        choices = prompts.parse_allocation(call.text)
+    except DecompositionError as exc:
+        choices = {}
+        problems = {sid: str(exc) for sid in ids}
+    allocation: dict[str, str] = {}
+    for sid in ids:
+        choice = choices.get(sid)
+        entry = resolve_choice(pool, choice) if choice is not None else None
+        if entry is None:
+            problems.setdefault(sid, "no choice" if choice is None else f"unknown choice {choice!r}")
+            entry = default
+        allocation[sid] = entry.name
+    hop = Hop.from_call(
+        "allocate",
+        call,
+        started,
+        router_text=call.text,
+        error=_problem_text(problems, default) if problems else None,
+        detail=_allocation_detail("router", allocation, choices=choices, problems=problems),
+    )
+    return {"allocation": allocation, "hops": [hop]}
+
+
+def _allocation_detail(
+    strategy: str,
+    allocation: dict[str, str],
+    *,
+    choices: dict[str, str] | None = None,
+    problems: dict[str, str] | None = None,
+) -> dict[str, object]:
+    detail: dict[str, object] = {"strategy": strategy, "allocation": allocation}
+    if choices is not None:
+        detail["choices"] = choices
+    if problems:
+        detail["defaulted"] = problems
+    return detail
+
+
+def _problem_text(problems: dict[str, str], default: ModelEntry) -> str:
+    listed = "; ".join(f"subtask {sid}: {why}" for sid, why in problems.items())
+    return f"{listed} → default {default.name}"
+
+
+def wave(state: State) -> dict[str, Any]:
+    """Join point of the parallel branches; ``dispatch`` then schedules the next wave."""
+    return {"waves": state.get("waves", 0) + 1}
+
+
+def dispatch(state: State, runtime: Runtime[R2Context]) -> list[Send] | Literal["aggregate"]:
+    """Send every runnable subtask (pending re-runs, then those whose dependencies are answered)."""
+    ctx = runtime.context
+    plan, results = state["plan"], state.get("results", {})
+    by_id = {s.id: s for s in plan}
+    tasks: list[tuple[Subtask, str, str | None]] = []
+    for sid, result in results.items():
+        if result.escalate_to is not None:
+            tasks.append((by_id[sid], result.escalate_to, result.model))
+    for subtask in plan:
+        if subtask.id in results:
+            continue
+        if all(d in results and results[d].final for d in subtask.depends_on):
+            tasks.append((subtask, state["allocation"][subtask.id], None))
+    if not ctx.parallel:
+        tasks = tasks[:1]
+    reserved = total_cost(state.get("hops", []))
+    sends: list[Send] = []
+    for subtask, model, escalated_from in tasks:
+        prompt = prompts.subtask_prompt(subtask, [(by_id[d], results[d].answer) for d in subtask.depends_on])
+        task: SubtaskTask = {
+            "subtask": subtask,
+            "model": model,
+            "prompt": prompt,
+            "reserved_usd": reserved,
+            "escalated_from": escalated_from,
+        }
+        reserved += _estimate_cost(ctx.pool.get(model), prompt, ctx.response_max_tokens)
+        sends.append(Send("execute", task))
+    return sends or "aggregate"
+
+
+async def execute(task: SubtaskTask, runtime: Runtime[R2Context]) -> dict[str, Any]:
+    """Run one subtask on its model: refused over budget, an error note when the endpoint fails."""
+    ctx = runtime.context
+    subtask, prompt, escalated_from = task["subtask"], task["prompt"], task["escalated_from"]
+    entry = ctx.pool.get(task["model"])
+    detail: dict[str, object] = {"escalated_from": escalated_from} if escalated_from else {}
+    estimate = _estimate_cost(entry, prompt, ctx.response_max_tokens)
+    started = time.time()
+    failed: str | None
+    if task["reserved_usd"] + estimate > ctx.budget_usd:
+        left = max(ctx.budget_usd - task["reserved_usd"], 0.0)
+        reason = prompts.BUDGET_REFUSAL.format(
+            model=entry.name, estimate=estimate, left=left, budget=ctx.budget_usd
+        )
+        hop = Hop(
+            node="execute",
+            model=entry.name,
+            subtask_id=subtask.id,
+            sub_query=prompt,
+            error=f"budget exceeded: {reason}",
+            started_at=started,
+            detail=detail,
+        )
+        answer = prompts.NO_ANSWER.format(reason="budget exceeded")
+        result = SubtaskResult(
+            model=entry.name, answer=answer, failed="budget exceeded", escalated_from=escalated_from
+        )
+        return {"results": {subtask.id: result}, "hops": [hop]}
+    try:
+        call = await ctx.pool.ask(
+            entry.name, prompt, system=prompts.EXECUTE_SYSTEM, max_tokens=ctx.response_max_tokens
+        )
+    except EndpointError as exc:
+        hop = Hop(
+            node="execute",
+            model=entry.name,
+            subtask_id=subtask.id,
+            sub_query=prompt,
+            error=str(exc),
+            latency_s=time.time() - started,
+            started_at=started,
+            detail={**detail, "failed_check": "endpoint error"},
+        )
+        answer, failed = (
+            prompts.NO_ANSWER.format(reason=f"{entry.name} failed: {exc.reason}"),
+            "endpoint error",
+        )
+    else:
+        answer = call.text.strip()
+        failed = prompts.failed_check(answer)
+        if failed:
+            detail["failed_check"] = failed
+        hop = Hop.from_call(
+            "execute",
+            call,
+            started,
+            subtask_id=subtask.id,
+            sub_query=prompt,
+            response=call.text,
+            detail=detail,
+        )
+    escalate_to = None
+    if ctx.escalate and failed and escalated_from is None:
+        upper = next_pricier(ctx.pool, entry.name)
+        escalate_to = upper.name if upper else None
+    result = SubtaskResult(
+        model=entry.name, answer=answer, failed=failed, escalated_from=escalated_from, escalate_to=escalate_to
+    )
+    return {"results": {subtask.id: result}, "hops": [hop]}
+
+
+async def aggregate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]:
+    """Compose the final answer from the subtask results, in the question's answer format."""
+    ctx = runtime.context
+    pool, question, plan = ctx.pool, state["question"], state["plan"]
+    results = state.get("results", {})
+    steps = [(s, results[s.id].answer if s.id in results else "(not run)") for s in plan]
+    fmt = prompts.answer_format(question)
+    letters = prompts.choice_letters(question)
+    error = state.get("error")
+    notes: list[str] = []
+    entry = pool.router
+    if ctx.aggregator:
+        found = pool.find(ctx.aggregator)
+        if found is None and ctx.aggregator.lower() == pool.router.name.lower():
+            found = pool.router
+        if found is None:
+            notes.append(f"unknown aggregator {ctx.aggregator!r}; the router aggregates")
+        entry = found or pool.router
+    started = time.time()
+    detail: dict[str, object] = {"format": fmt}
+    try:
+        call = await _generate(
+            ctx,
+            entry,
+            prompts.aggregate_messages(question, steps, fmt),
+            max_tokens=ctx.answer_max_tokens,
+            grammar=prompts.answer_grammar(fmt, letters),
+        )
+    except EndpointError as exc:
+        notes.append(str(exc))
+        hop = Hop(
+            node="aggregate",
+            model=entry.name,
+            error="; ".join(notes),
+            latency_s=time.time() - started,
+            started_at=started,
+            detail=detail,
+        )
+        answer = _last_answer(steps, fmt, letters)
+        return {"answer": answer, "error": error or f"aggregation failed: {exc}", "hops": [hop]}
+    answer = prompts.clean_answer(call.text, fmt, letters)
+    if not answer:
+        notes.append("empty aggregate answer; the last subtask's answer is used")
+        answer = _last_answer(steps, fmt, letters)
+    hop = Hop.from_call(
+        "aggregate",
+        call,
+        started,
+        router_text=call.text,
+        response=answer,
+        error="; ".join(notes) or None,
+        detail=detail,
+    )
+    return {"answer": answer, "error": error, "hops": [hop]}
+
+
+def _last_answer(steps: Sequence[tuple[Subtask, str]], fmt: prompts.AnswerFormat, letters: list[str]) -> str:
+    return prompts.clean_answer(steps[-1][1], fmt, letters) if steps else ""

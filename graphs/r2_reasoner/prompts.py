@@ -1,0 +1,326 @@
+"""R2-Reasoner's prompts, output schemas and parsers: decomposition, allocation, subtask and final answers.
+
+The router writes its decomposition and allocation as JSON. Self-hosted routers are constrained to the JSON
+schemas below (llama.cpp: ``{"json_schema": …}`` in the request body; vLLM: ``structured_outputs``), so
+even an untrained 135M router emits parseable JSON; the parsers still check every bound and never raise
+anything but :class:`DecompositionError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from app.pool import ModelEntry
+
+Level = Literal["easy", "medium", "hard"]
+LEVELS: tuple[Level, ...] = ("easy", "medium", "hard")
+AnswerFormat = Literal["choice", "number", "span"]
+
+SUBTASK_TEXT_MAX_CHARS = 300
+"""Longest subtask text the schema lets a router write (bounds a rambling router's output)."""
+ANSWER_MAX_CHARS = 200
+"""Cap on the final answer's length, whatever the aggregator writes."""
+
+# -- decomposition --------------------------------------------------------------------------------------
+DECOMPOSE_SYSTEM = "You break hard questions into small, ordered subtasks that other models can solve."
+
+DECOMPOSE_INSTRUCTIONS = """Split the question into at most {max_subtasks} subtasks. Each subtask is one \
+short question that a small model can answer. Give every subtask an id ("1", "2", ...) and list in \
+depends_on the ids of earlier subtasks whose answers it needs. A simple question is a single subtask.
+Reply with JSON only, in this form:
+{{"subtasks": [{{"id": "1", "text": "Who directed the film Jaws?", "depends_on": []}}, \
+{{"id": "2", "text": "In which year was that director born?", "depends_on": ["1"]}}]}}
+
+Question: {question}"""
+
+
+class Subtask(BaseModel):
+    """One step of a decomposition: the training target of the decomposer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    text: str
+    depends_on: list[str] = []
+
+
+class DecompositionError(ValueError):
+    """The router's decomposition cannot be used (not JSON, cyclic, unbounded, ...)."""
+
+
+def decompose_messages(question: str, max_subtasks: int) -> list[tuple[str, str]]:
+    return [
+        ("system", DECOMPOSE_SYSTEM),
+        ("human", DECOMPOSE_INSTRUCTIONS.format(max_subtasks=max_subtasks, question=question.strip())),
+    ]
+
+
+def decomposition_schema(max_subtasks: int) -> dict[str, Any]:
+    """JSON schema of a decomposition that only admits valid ones: ids "1".."k" in order, each depending
+    only on earlier ids (so no cycle, no unknown id), 1..max subtasks, bounded non-empty texts."""
+
+    def step(i: int) -> dict[str, Any]:
+        earlier = [str(j) for j in range(1, i)]
+        depends: dict[str, Any] = {"type": "array", "maxItems": 0}
+        if earlier:
+            depends = {"type": "array", "items": {"enum": earlier}, "maxItems": len(earlier)}
+        return {
+            "type": "object",
+            "properties": {
+                "id": {"const": str(i)},
+                "text": {"type": "string", "minLength": 1, "maxLength": SUBTASK_TEXT_MAX_CHARS},
+                "depends_on": depends,
+            },
+            "required": ["id", "text", "depends_on"],
+            "additionalProperties": False,
+        }
+
+    def plan_of(k: int) -> dict[str, Any]:
+        steps = [step(i) for i in range(1, k + 1)]
+        return {"type": "array", "prefixItems": steps, "minItems": k, "maxItems": k}
+
+    return {
+        "type": "object",
+        "properties": {"subtasks": {"anyOf": [plan_of(k) for k in range(1, max_subtasks + 1)]}},
+        "required": ["subtasks"],
+        "additionalProperties": False,
+    }
+
+
+def parse_decomposition(text: str, max_subtasks: int) -> list[Subtask]:
+    """The subtasks in a router's reply (JSON, optionally fenced), validated; DecompositionError otherwise."""
+    return validate_subtasks(extract_json(text), max_subtasks)
+
+
+def validate_subtasks(raw: object, max_subtasks: int) -> list[Subtask]:
+    """Check a decomposition: 1..max subtasks, unique non-empty ids, non-empty texts, known deps, no cycle."""
+    if isinstance(raw, Mapping):
+        raw = raw.get("subtasks")
+    if not isinstance(raw, list):
+        raise DecompositionError("expected a list of subtasks")
+    if not raw:
+        raise DecompositionError("zero subtasks")
+    if len(raw) > max_subtasks:
+        raise DecompositionError(f"too many subtasks: {len(raw)} > {max_subtasks}")
+    subtasks: list[Subtask] = []
+    for position, item in enumerate(raw, start=1):
+        if isinstance(item, Subtask):
+            item = item.model_dump()
+        if not isinstance(item, Mapping):
+            raise DecompositionError(f"subtask {position} is not an object")
+        sid = str(item.get("id", "")).strip()
+        if not sid or isinstance(item.get("id"), bool | dict | list):
+            raise DecompositionError(f"subtask {position} has no id")
+        body = item.get("text")
+        if not isinstance(body, str) or not body.strip():
+            raise DecompositionError(f"subtask {sid} has empty text")
+        deps = item.get("depends_on", [])
+        if deps is None:
+            deps = []
+        if not isinstance(deps, list):
+            raise DecompositionError(f"subtask {sid}: depends_on is not a list")
+        subtasks.append(
+            Subtask(id=sid, text=" ".join(body.split()), depends_on=list(dict.fromkeys(str(d) for d in deps)))
+        )
+    ids = [s.id for s in subtasks]
+    if len(set(ids)) != len(ids):
+        raise DecompositionError(f"duplicate subtask ids in {ids}")
+    for s in subtasks:
+        unknown = [d for d in s.depends_on if d not in ids]
+        if unknown:
+            raise DecompositionError(f"subtask {s.id} depends on unknown id(s) {unknown}")
+    topological_order(subtasks)
+    return subtasks
+
+
+def topological_order(subtasks: Sequence[Subtask]) -> list[str]:
+    """Ids in an order where every dependency comes first (stable); DecompositionError on a cycle."""
+    done: list[str] = []
+    left = list(subtasks)
+    while left:
+        ready = [s for s in left if all(d in done for d in s.depends_on)]
+        if not ready:
+            raise DecompositionError(f"dependency cycle among subtasks {[s.id for s in left]}")
+        done.extend(s.id for s in ready)
+        left = [s for s in left if s.id not in done]
+    return done
+
+
+def extract_json(text: str) -> object:
+    """The first JSON object or array in ``text`` (code fences and chatter around it are ignored)."""
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        raise DecompositionError("not JSON: no object or array in the reply")
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[min(starts) :])
+    except json.JSONDecodeError as exc:
+        raise DecompositionError(f"not JSON: {exc.msg} at char {exc.pos}") from None
+    return value
+
+
+# -- allocation -----------------------------------------------------------------------------------------
+ALLOCATE_SYSTEM = "You assign each subtask to the cheapest model able to solve it."
+
+ALLOCATE_INSTRUCTIONS = """Rate how hard each subtask is: "easy" (a small cheap model can do it), \
+"medium" or "hard" (needs the strongest model). You may name a model instead of a level.
+The models, cheapest first:
+{descriptions}
+
+Subtasks:
+{subtasks}
+
+Reply with JSON only, mapping each subtask id to a level or a model name, e.g. {example}"""
+
+
+def render_models(models: Sequence[ModelEntry]) -> str:
+    return "\n".join(
+        f"- {m.name} (${m.price_in:.2f}/${m.price_out:.2f} per 1M tokens in/out): "
+        + " ".join(m.descriptor.split())
+        for m in models
+    )
+
+
+def allocate_messages(subtasks: Sequence[Subtask], models: Sequence[ModelEntry]) -> list[tuple[str, str]]:
+    listing = "\n".join(f"{s.id}. {s.text}" for s in subtasks)
+    example = json.dumps({s.id: LEVELS[min(i, len(LEVELS) - 1)] for i, s in enumerate(subtasks[:2])})
+    return [
+        ("system", ALLOCATE_SYSTEM),
+        (
+            "human",
+            ALLOCATE_INSTRUCTIONS.format(
+                descriptions=render_models(models), subtasks=listing, example=example
+            ),
+        ),
+    ]
+
+
+def allocation_schema(ids: Sequence[str], model_names: Sequence[str]) -> dict[str, Any]:
+    choice = {"type": "string", "enum": [*LEVELS, *model_names]}
+    return {
+        "type": "object",
+        "properties": {sid: choice for sid in ids},
+        "required": list(ids),
+        "additionalProperties": False,
+    }
+
+
+def parse_allocation(text: str) -> dict[str, str]:
+    """{subtask id: raw choice} from the router's reply; DecompositionError when it is not a JSON object."""
+    value = extract_json(text)
+    if isinstance(value, Mapping) and isinstance(value.get("allocation"), Mapping):
+        value = value["allocation"]
+    if not isinstance(value, Mapping):
+        raise DecompositionError("allocation is not a JSON object")
+    return {str(k).strip(): str(v).strip() for k, v in value.items()}
+
+
+# -- subtasks -------------------------------------------------------------------------------------------
+EXECUTE_SYSTEM = (
+    "You solve one step of a larger problem for a coordinating model. "
+    "Reply with the answer to this step only, briefly and exactly."
+)
+BUDGET_REFUSAL = "not called: {model} would cost up to ${estimate:.6f} but only ${left:.6f} of the \
+${budget:.6f} budget is left"
+NO_ANSWER = "(no answer: {reason})"
+
+_REFUSALS = ("i cannot", "i can't", "i can not", "i'm sorry", "i am sorry", "as an ai")
+
+
+def subtask_prompt(subtask: Subtask, known: Sequence[tuple[Subtask, str]]) -> str:
+    """The question a pool model gets for one subtask, with the answers of the subtasks it depends on."""
+    if not known:
+        return subtask.text
+    facts = "\n".join(f"- {dep.text} Answer: {answer}" for dep, answer in known)
+    return f"Known from earlier steps:\n{facts}\nNow answer: {subtask.text}"
+
+
+def failed_check(answer: str) -> str | None:
+    """Why an answer should be escalated ('empty', 'refusal'), or None when it looks usable."""
+    text = answer.strip().lower().replace("’", "'")
+    if not text:
+        return "empty"
+    if any(r in text[:200] for r in _REFUSALS):
+        return "refusal"
+    return None
+
+
+# -- final answer ---------------------------------------------------------------------------------------
+AGGREGATE_SYSTEM = "You combine the answers of solved subtasks into the final answer of a question."
+
+FORMAT_RULES: dict[AnswerFormat, str] = {
+    "choice": "Reply with the letter of the correct choice only ({letters}).",
+    "number": "Reply with the final number only, no units or words.",
+    "span": "Reply with the shortest answer: a few words, no explanation.",
+}
+
+AGGREGATE_INSTRUCTIONS = """Question: {question}
+
+Solved subtasks:
+{steps}
+
+{rule}"""
+
+_CHOICE_LINE = re.compile(r"^\s*\(?([A-H])[\).:]\s+\S", re.MULTILINE)
+_CHOICE_INLINE = re.compile(r"\(([A-H])\)\s*\S")
+_MATH = re.compile(
+    r"\bhow (many|much|long|far|old)\b|\bcalculate\b|\bcompute\b|\bsolve\b|\bsum\b|\btotal\b|\bpercent"
+    r"|\baverage\b|\d\s*[-+*/×÷^=]\s*\d|\bwhat is \d",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def choice_letters(question: str) -> list[str]:
+    letters = _CHOICE_LINE.findall(question) or _CHOICE_INLINE.findall(question)
+    return list(dict.fromkeys(letters)) if len(set(letters)) >= 2 else []
+
+
+def answer_format(question: str) -> AnswerFormat:
+    """Choice letter when the question lists lettered choices, a number for math, else a short span."""
+    if choice_letters(question):
+        return "choice"
+    if _MATH.search(question):
+        return "number"
+    return "span"
+
+
+def aggregate_messages(
+    question: str, steps: Sequence[tuple[Subtask, str]], fmt: AnswerFormat
+) -> list[tuple[str, str]]:
+    listing = "\n".join(f"{s.id}. {s.text} Answer: {answer}" for s, answer in steps)
+    rule = FORMAT_RULES[fmt].format(letters=", ".join(choice_letters(question)))
+    return [
+        ("system", AGGREGATE_SYSTEM),
+        ("human", AGGREGATE_INSTRUCTIONS.format(question=question.strip(), steps=listing, rule=rule)),
+    ]
+
+
+def answer_grammar(fmt: AnswerFormat, letters: Sequence[str]) -> str | None:
+    """GBNF that forces a self-hosted aggregator into the answer format (None: free text)."""
+    if fmt == "choice" and letters:
+        return "root ::= [" + "".join(letters) + "]"
+    if fmt == "number":
+        return 'root ::= "-"? [0-9] [0-9]{0,11} ("." [0-9]{1,4})?'
+    return None
+
+
+def clean_answer(text: str, fmt: AnswerFormat, letters: Sequence[str] = ()) -> str:
+    """The answer in its format: a choice letter, a plain number or a short first line ('' if none)."""
+    text = text.strip()
+    if fmt == "choice":
+        found = re.findall(r"\b([A-H])\b", text)
+        picks = [c for c in found if not letters or c in letters]
+        return picks[0] if picks else ""
+    if fmt == "number":
+        numbers = _NUMBER.findall(text)
+        if numbers:
+            value = numbers[-1].replace(",", "")
+            return value[:-2] if value.endswith(".0") else value
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = re.sub(r"^(final answer|answer)\s*:\s*", "", line, flags=re.IGNORECASE).strip()
+    return line[:ANSWER_MAX_CHARS].rstrip(".").strip()

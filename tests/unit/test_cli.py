@@ -1,0 +1,263 @@
+"""The `routegraph` CLI in-process, against a pool whose endpoints are all dead: no servers, no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+from app import cli, local_models
+from app.config import DEFAULT_POOL
+from app.pool import load_pool
+
+DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+ROUTER = "Dead-Router"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def dead_entry(name: str, price_in: float, price_out: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "backend": "openai",
+        "base_url": DEAD_URL,
+        "price_in": price_in,
+        "price_out": price_out,
+        "descriptor": f"{name}, an endpoint nobody serves.",
+    }
+
+
+@pytest.fixture
+def pool_file(tmp_path: Path) -> Path:
+    path = tmp_path / "dead-pool.yaml"
+    pool = {
+        "router": dead_entry(ROUTER, 0.05, 0.10),
+        "models": [dead_entry("Dead-Small", 0.1, 0.2), dead_entry("Dead-Big", 1.0, 2.0)],
+    }
+    path.write_text(yaml.safe_dump(pool, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "traces.db"
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pool_file: Path, db_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("ROUTEGRAPH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ROUTEGRAPH_POOL_FILE", str(pool_file))
+    monkeypatch.setenv("ROUTEGRAPH_DATABASE_URL", f"sqlite:///{db_path}")
+    monkeypatch.setenv("ROUTEGRAPH_REQUEST_TIMEOUT_S", "2")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    # Rich wraps and truncates at 80 columns off a terminal: widen so paths and messages stay whole.
+    monkeypatch.setattr(cli.console, "width", 400)
+    monkeypatch.setattr(cli.err_console, "width", 400)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli.app, list(args))
+
+
+def text(result: Result) -> str:
+    """stdout and stderr together, without any colour codes."""
+    return ANSI.sub("", result.output)
+
+
+def test_help_lists_the_commands() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0, text(result)
+    for command in ("ask", "traces", "models"):
+        assert re.search(rf"^\W*{command}\b", text(result), re.MULTILINE), text(result)
+    traces = invoke("traces", "--help")
+    assert traces.exit_code == 0
+    assert "list" in text(traces) and "show" in text(traces)
+
+
+def test_no_arguments_shows_help() -> None:
+    result = invoke()
+    assert "ask" in text(result) and "Usage" in text(result)
+
+
+@pytest.mark.parametrize("question", ["  ", ""])
+def test_ask_empty_question(question: str, db_path: Path) -> None:
+    result = invoke("ask", question)
+    assert result.exit_code == 2, text(result)
+    assert "empty" in text(result)
+    assert "Traceback" not in text(result)
+    listed = invoke("traces", "list")
+    assert listed.exit_code == 0
+    assert "router-r1" not in text(listed)  # no run was stored
+
+
+def test_ask_json_against_a_dead_router_fails_and_stores_the_run() -> None:
+    question = "What does [/INST] mean in [bold] prompts?"
+    result = invoke("ask", "--json", question)
+    assert result.exit_code == 1, text(result)
+    data = json.loads(result.stdout)
+    assert data["status"] == "failed"
+    assert ROUTER in data["error"] and "endpoint failed" in data["error"]
+    assert "cannot connect" in data["error"]
+    assert data["answer"] == "" and data["hops"] == [] and data["total_cost"] == 0.0
+    run_id = data["run_id"]
+
+    listed = invoke("traces", "list")
+    assert listed.exit_code == 0, text(listed)
+    row = next(line for line in text(listed).splitlines() if re.search(rf"^\W*{run_id}\b", line))
+    assert "failed" in row and "router-r1" in row and "[/INST]" in row
+
+    failed_only = invoke("traces", "list", "--status", "ok")
+    assert failed_only.exit_code == 0 and "[/INST]" not in text(failed_only)
+
+    shown = invoke("traces", "show", str(run_id))
+    assert shown.exit_code == 0, text(shown)
+    assert f"question: {question}" in text(shown)
+    assert ROUTER in text(shown) and "failed" in text(shown)
+    assert "cannot connect" in text(shown)
+
+
+def test_ask_without_json_reports_the_failure() -> None:
+    result = invoke("ask", "Capital of France?", "--budget", "0.001", "--max-turns", "2")
+    assert result.exit_code == 1, text(result)
+    assert "status failed" in text(result)
+    assert ROUTER in text(result) and "cannot connect" in text(result)
+
+
+def test_ask_refuses_a_non_positive_budget() -> None:
+    result = invoke("ask", "Capital of France?", "--budget", "0")
+    assert result.exit_code == 2, text(result)
+    assert "budget" in text(result)
+
+
+def test_ask_unknown_graph() -> None:
+    result = invoke("ask", "Capital of France?", "--graph", "r3")
+    assert result.exit_code == 2, text(result)
+    assert "unknown graph" in text(result)
+
+
+def test_traces_show_unknown_run() -> None:
+    result = invoke("traces", "show", "999")
+    assert result.exit_code == 1
+    assert "no run" in text(result)
+    assert "Traceback" not in text(result)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["router: [unclosed\nmodels: {\n", "router: {name: R}\nmodels: []\n", "- just\n- a list\n"],
+    ids=["bad-yaml", "invalid", "not-a-mapping"],
+)
+def test_corrupt_pool_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str) -> None:
+    bad = tmp_path / "broken-pool.yaml"
+    bad.write_text(content)
+    monkeypatch.setenv("ROUTEGRAPH_POOL_FILE", str(bad))
+    for args in (["ask", "Capital of France?"], ["models"], ["ask", "--pool", str(bad), "q"]):
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, text(result))
+        assert "broken-pool.yaml" in text(result), (args, text(result))
+        assert "Traceback" not in text(result)
+
+
+def test_missing_pool_file(tmp_path: Path) -> None:
+    result = invoke("ask", "--pool", str(tmp_path / "nowhere.yaml"), "q")
+    assert result.exit_code == 1
+    assert "nowhere.yaml" in text(result) and "does not exist" in text(result)
+
+
+@pytest.mark.parametrize("args", [["traces", "list"], ["traces", "show", "1"], ["ask", "q"]])
+def test_non_database_file_as_the_store(db_path: Path, args: list[str]) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.write_text("these are my notes, not a database\n")
+    before = db_path.read_bytes()
+    result = invoke(*args)
+    assert result.exit_code == 1, text(result)
+    assert str(db_path) in text(result)
+    assert "Traceback" not in text(result)
+    assert db_path.read_bytes() == before
+
+
+def test_invalid_setting_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTEGRAPH_REQUEST_TIMEOUT_S", "-1")
+    result = invoke("traces", "list")
+    assert result.exit_code == 2
+    assert "configuration error" in text(result) and "request_timeout_s" in text(result)
+
+
+def test_models_lists_the_embedded_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROUTEGRAPH_POOL_FILE")
+    # Locating weights is tested elsewhere; here it must not assemble 250 MB of Gemma into ~/.cache.
+    monkeypatch.setattr(local_models, "gguf_path", lambda spec: Path(f"/weights/{spec}.gguf"))
+    result = invoke("models")
+    assert result.exit_code == 0, text(result)
+    output = text(result)
+    pool = load_pool(DEFAULT_POOL)
+    for entry in pool.all_entries():
+        assert entry.name in output
+        assert f"/weights/{entry.gguf}.gguf" in output
+    assert "weights ready" in output and "llamacpp" in output
+    assert "local.yaml" in output
+
+
+def test_models_reports_missing_weights_and_dead_endpoints(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pool = {
+        "router": dead_entry(ROUTER, 0.05, 0.10),
+        "models": [
+            {**dead_entry("Local-LM", 0.1, 0.2), "backend": "llamacpp", "gguf": str(tmp_path / "no.gguf")},
+            {**dead_entry("Gpu-LM", 1.0, 2.0), "backend": "vllm", "hf_model": "org/gpu-lm"},
+        ],
+    }
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(pool))
+    result = invoke("models", "--pool", str(path))
+    assert result.exit_code == 0, text(result)
+    output = text(result)
+    assert "unreachable" in output  # the dead router
+    assert "missing" in output and "no.gguf" in output
+    assert "org/gpu-lm" in output and "gpu extra" in output
+
+
+def test_traces_show_prints_stored_texts_verbatim(db_path: Path) -> None:
+    # Model output is shown as written: brackets in it are text, never Rich markup.
+    from storage import db
+
+    engine = db.make_engine(f"sqlite:///{db_path}")
+    factory = db.session_factory(engine)
+    run_id = db.create_run(factory, question="Say [red]hi[/red]", graph="router-r1", router_model=ROUTER)
+    db.add_hop(
+        factory, run_id, 0, node="think", model=ROUTER, router_text="<search> Dead-Small: [/x] </search>"
+    )
+    db.add_hop(
+        factory,
+        run_id,
+        1,
+        node="route",
+        model="Dead-Small",
+        sub_query="what is [b]?",
+        response="[/b] closes it",
+        error="odd [/reply]",
+        cost=1e-6,
+    )
+    db.finish_run(factory, run_id, status="ok", answer="[italic]hi", error=None)
+    engine.dispose()
+
+    result = invoke("traces", "show", str(run_id))
+    assert result.exit_code == 0, text(result)
+    output = text(result)
+    for shown in (
+        "question: Say [red]hi[/red]",
+        "answer:   [italic]hi",
+        "<search> Dead-Small: [/x] </search>",
+        "← what is [b]?",
+        "[/b] closes it",
+        "odd [/reply]",
+    ):
+        assert shown in output, shown

@@ -1,0 +1,125 @@
+"""Training rows for TRL, rendered with the graph's own prompt.
+
+GRPO rows: ``{"prompt": [messages], "answers": [gold aliases], "models": [pool names], "question": str}``.
+SFT rows: ``{"prompt": [messages], "completion": [{"role": "assistant", "content": trajectory}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.pool import ModelEntry, Pool
+from graphs.router_r1 import prompts
+from storage import db
+
+
+def _messages(question: str, models: Sequence[ModelEntry]) -> list[dict[str, str]]:
+    roles = {"system": "system", "human": "user"}
+    return [{"role": roles[r], "content": c} for r, c in prompts.router_messages(question, models)]
+
+
+def read_qa_file(path: str | Path, limit: int | None = None, seed: int | None = None) -> list[dict[str, Any]]:
+    """QA rows ``{"question", "answers"}`` from a JSONL file; a clear error for a malformed line."""
+    path = Path(path)
+    rows = []
+    with path.open() as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                question, answers = str(item["question"]), [str(a) for a in item["answers"]]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{path}:{number}: expected a JSON object with question and answers ({exc})"
+                ) from None
+            rows.append({"id": str(item.get("id", number)), "question": question, "answers": answers})
+    if seed is not None:
+        random.Random(seed).shuffle(rows)
+    return rows[:limit] if limit else rows
+
+
+def grpo_rows_from_qa(
+    path: str | Path, pool: Pool, limit: int | None = None, seed: int | None = None
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "prompt": _messages(row["question"], pool.models),
+            "answers": row["answers"],
+            "models": pool.names,
+            "question": row["question"],
+        }
+        for row in read_qa_file(path, limit, seed)
+    ]
+
+
+def grpo_rows_from_runs(factory: sessionmaker[Session], pool: Pool) -> tuple[list[dict[str, Any]], list[int]]:
+    """Labelled stored Router-R1 runs (gold answers from feedback) as GRPO rows, with their run ids."""
+    rows, ids = [], []
+    for run, golds in db.labelled_runs(factory, graph="router-r1"):
+        rows.append(
+            {
+                "prompt": _messages(run.question, pool.models),
+                "answers": golds,
+                "models": pool.names,
+                "question": run.question,
+            }
+        )
+        ids.append(run.id)
+    return rows, ids
+
+
+def sft_rows_from_runs(factory: sessionmaker[Session], pool: Pool) -> tuple[list[dict[str, Any]], list[int]]:
+    """Successful stored trajectories: labelled runs answered right, in a well-formed format."""
+    from app.metrics import exact_match
+    from training.rewards import is_well_formed
+
+    rows, ids = [], []
+    for run, golds in db.labelled_runs(factory, graph="router-r1"):
+        trajectory = (run.trajectory or "").strip()
+        if not trajectory or not is_well_formed(trajectory, pool.names):
+            continue
+        if not exact_match(run.answer or "", golds):
+            continue
+        rows.append(
+            {
+                "prompt": _messages(run.question, pool.models),
+                "completion": [{"role": "assistant", "content": trajectory}],
+            }
+        )
+        ids.append(run.id)
+    return rows, ids
+
+
+def synthetic_sft_rows(
+    path: str | Path, pool: Pool, limit: int | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Format warm start: well-formed trajectories built from gold answers (one route, then the answer).
+
+    An untrained small router never emits the protocol's tags, so GRPO would see no signal; a few SFT steps
+    on these teach the format (R2-Reasoner's SFT-then-RL recipe does the same with real trajectories).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for row in read_qa_file(path, limit, seed):
+        model = rng.choice(pool.models).name
+        gold = row["answers"][0]
+        trajectory = (
+            f"<think> I need a fact; {model} can answer this. </think>\n"
+            f"<search> {model}: {row['question']} </search>"
+            + prompts.information(gold)
+            + f"<think> The information answers the question. </think>\n<answer> {gold} </answer>"
+        )
+        rows.append(
+            {
+                "prompt": _messages(row["question"], pool.models),
+                "completion": [{"role": "assistant", "content": trajectory}],
+            }
+        )
+    return rows

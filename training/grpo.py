@@ -1,0 +1,125 @@
+"""GRPO on multi-turn Router-R1 rollouts: ``routegraph train grpo --recipe training/recipes/X.yaml``.
+
+A thin ``main`` over :class:`GRPORecipe`; TRL's ``GRPOTrainer`` does the optimisation, :mod:`training.rollout`
+the multi-turn generation, :mod:`training.rewards` the scoring. Scale-out (DDP, DeepSpeed, several nodes) is
+``accelerate launch``'s job with the configs in ``training/recipes/``; generation moves to vLLM with
+``use_vllm: true``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from training.common import TrainingSession, load_recipe
+
+
+@dataclass
+class GRPORecipe:
+    model: str = "smollm2-135m"
+    """A bundled GGUF name, a .gguf path, or a Hugging Face checkpoint (directory or hub id)."""
+    pool_file: str = "pools/local.yaml"
+    data: str = "../shared/data/nq_open_dev300.jsonl"
+    """A QA JSONL file (question, answers) or 'traces' for labelled stored runs."""
+    limit: int | None = 32
+    seed: int = 0
+    output_dir: str = "runs/grpo"
+    database_url: str | None = None
+    replay: str = "prefer"
+    max_steps: int = 3
+    learning_rate: float = 1e-5
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    num_generations: int = 2
+    beta: float = 0.0
+    temperature: float = 1.0
+    max_turns: int = 4
+    step_max_tokens: int = 96
+    max_completion_tokens: int = 512
+    response_max_tokens: int = 64
+    alpha: float = 0.0
+    """Weight of the cost reward (Router-R1's α)."""
+    metric: str = "em"
+    use_lora: bool = False
+    lora_r: int = 16
+    use_cpu: bool = True
+    bf16: bool = False
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    save_steps: int = 0
+    """Checkpoint every N steps (0: only at the end and on Ctrl-C)."""
+    export_gguf: bool = True
+    """Write the trained router as GGUF for the embedded llama.cpp server (LLaMA-architecture routers)."""
+
+
+def build_trainer(recipe: GRPORecipe, session: TrainingSession) -> Any:
+    from trl import GRPOConfig, GRPOTrainer
+
+    from training.rewards import CostReward, FormatReward, OutcomeReward, RouterR1Reward
+    from training.rollout import RolloutConfig, RouterR1Rollout
+
+    rollout = RouterR1Rollout(
+        session.pool,
+        RolloutConfig(
+            max_turns=recipe.max_turns,
+            step_max_tokens=recipe.step_max_tokens,
+            max_completion_tokens=recipe.max_completion_tokens,
+            response_max_tokens=recipe.response_max_tokens,
+            temperature=recipe.temperature,
+        ),
+    )
+    names = session.pool.names
+    rewards: list[Any] = [
+        RouterR1Reward(names, recipe.alpha, recipe.metric),
+        FormatReward(names),
+        OutcomeReward(recipe.metric),
+    ]
+    rewards.append(CostReward())
+    config = GRPOConfig(
+        output_dir=recipe.output_dir,
+        max_steps=recipe.max_steps,
+        learning_rate=recipe.learning_rate,
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        num_generations=recipe.num_generations,
+        max_completion_length=recipe.max_completion_tokens,
+        beta=recipe.beta,
+        temperature=recipe.temperature,
+        # Only the combined reward trains; its parts are logged alongside with weight 0.
+        reward_weights=[1.0, 0.0, 0.0, 0.0],
+        use_cpu=recipe.use_cpu,
+        bf16=recipe.bf16,
+        use_vllm=recipe.use_vllm,
+        vllm_mode=recipe.vllm_mode,
+        generation_kwargs={"stop": ["</search>", "</answer>"]} if recipe.use_vllm else None,
+        logging_steps=1,
+        save_strategy="steps" if recipe.save_steps else "no",
+        save_steps=recipe.save_steps or 500,
+        report_to="none",
+        seed=recipe.seed,
+        disable_tqdm=False,
+    )
+    trainer = GRPOTrainer(
+        model=session.model_path,
+        reward_funcs=rewards,
+        args=config,
+        train_dataset=session.dataset,
+        processing_class=session.tokenizer,
+        peft_config=session.peft_config(recipe.use_lora, recipe.lora_r),
+        rollout_func=rollout,
+        callbacks=[session.callback(rollout)],
+    )
+    return trainer
+
+
+def main(recipe_file: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    recipe = load_recipe(GRPORecipe, recipe_file, overrides)
+    with TrainingSession.open("grpo", recipe) as session:
+        session.grpo_dataset(recipe)
+        return session.train(build_trainer(recipe, session))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -1,0 +1,157 @@
+"""Multi-turn Router-R1 rollouts for TRL's ``GRPOTrainer(rollout_func=...)``.
+
+The policy generates until a route call (``</search>``) or an answer; the call is answered by the pool
+(replay cache first, a live call on a miss, both recorded); the reply is appended as an information block
+whose tokens are marked 0 in ``env_mask`` so they carry no loss, as in Router-R1. Parsing and cost come from
+the graph's own parser and the pool's accounting: one implementation for serving and training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.pool import EndpointError, Pool
+from graphs.router_r1 import prompts
+
+STOP_STRINGS = [prompts.SEARCH_STOP, prompts.ANSWER_STOP]
+
+
+@dataclass
+class Trajectory:
+    prompt_ids: list[int]
+    completion_ids: list[int] = field(default_factory=list)
+    env_mask: list[int] = field(default_factory=list)
+    text: str = ""
+    cost: float = 0.0
+    routes: int = 0
+    done: bool = False
+
+    def extend(self, ids: list[int], text: str, from_policy: bool) -> None:
+        self.completion_ids += ids
+        self.env_mask += [1 if from_policy else 0] * len(ids)
+        self.text += text
+
+
+@dataclass
+class RolloutConfig:
+    max_turns: int = 4
+    step_max_tokens: int = 96
+    max_completion_tokens: int = 512
+    response_max_tokens: int = 64
+    temperature: float = 1.0
+
+
+class RouterR1Rollout:
+    """Callable ``(prompts, trainer) -> dict`` with prompt/completion ids, env_mask and per-rollout cost."""
+
+    def __init__(self, pool: Pool, config: RolloutConfig | None = None) -> None:
+        self.pool = pool
+        self.config = config or RolloutConfig()
+        self.calls = 0  # pool calls made (live or replayed), for tests and logs
+        self.last_costs: list[float] = []  # the latest batch's spend per rollout, for the metrics log
+
+    def __call__(self, batch_prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        tokenizer = trainer.processing_class
+        trajectories = [Trajectory(prompt_ids=self._prompt_ids(tokenizer, p)) for p in batch_prompts]
+        for _turn in range(self.config.max_turns + 1):
+            active = [t for t in trajectories if not t.done]
+            if not active:
+                break
+            steps = self._generate(trainer, [t.prompt_ids + t.completion_ids for t in active])
+            routes: list[tuple[Trajectory, str, str]] = []
+            for trajectory, ids in zip(active, steps, strict=True):
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                trajectory.extend(ids, text, from_policy=True)
+                action = prompts.parse_action(text, self.pool.names)
+                room = len(trajectory.completion_ids) < self.config.max_completion_tokens
+                if action.kind == "route" and trajectory.routes < self.config.max_turns and room:
+                    assert action.model and action.query
+                    routes.append((trajectory, action.model, action.query))
+                else:
+                    trajectory.done = True
+            for (trajectory, _, _), (information, cost) in zip(
+                routes, self._answer_routes(routes), strict=True
+            ):
+                info_ids = tokenizer.encode(information, add_special_tokens=False)
+                trajectory.extend(info_ids, information, from_policy=False)
+                trajectory.cost += cost
+                trajectory.routes += 1
+        self.last_costs = [t.cost for t in trajectories]
+        return {
+            "prompt_ids": [t.prompt_ids for t in trajectories],
+            "completion_ids": [t.completion_ids for t in trajectories],
+            "logprobs": None,
+            "env_mask": [t.env_mask for t in trajectories],
+            "cost": [t.cost for t in trajectories],
+            "routes": [t.routes for t in trajectories],
+        }
+
+    @staticmethod
+    def _prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
+        if isinstance(prompt, list):  # conversational: the router's chat template, as the server renders it
+            prompt = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer.encode(prompt, add_special_tokens=False))
+
+    def _answer_routes(self, routes: list[tuple[Trajectory, str, str]]) -> list[tuple[str, float]]:
+        """Ask the pool for every route call of this turn at once; failures become information too."""
+
+        async def one(model: str, query: str) -> tuple[str, float]:
+            self.calls += 1
+            try:
+                call = await self.pool.ask(
+                    model, query, system=prompts.POOL_MODEL_SYSTEM, max_tokens=self.config.response_max_tokens
+                )
+            except EndpointError as exc:
+                failure = prompts.ENDPOINT_FAILURE.format(model=model, reason=exc.reason)
+                return prompts.information(failure), 0.0
+            return prompts.information(call.text), call.cost
+
+        async def all_routes() -> list[tuple[str, float]]:
+            return list(await asyncio.gather(*(one(m, q) for _, m, q in routes)))
+
+        return asyncio.run(all_routes()) if routes else []
+
+    def _generate(self, trainer: Any, sequences: list[list[int]]) -> list[list[int]]:
+        """One policy step per sequence, ending at a stop string, EOS or the step limit."""
+        if getattr(trainer, "use_vllm", False):
+            _, completion_ids, _, _ = trainer.vllm_generation.generate(
+                prompts=sequences, images=None, num_generations=1
+            )
+            return [list(ids) for ids in completion_ids]
+        import torch
+
+        tokenizer = trainer.processing_class
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        pad = tokenizer.pad_token_id
+        width = max(len(s) for s in sequences)
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences])
+        attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            output = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention.to(model.device),
+                max_new_tokens=self.config.step_max_tokens,
+                do_sample=True,
+                temperature=self.config.temperature,
+                top_p=1.0,
+                top_k=0,
+                stop_strings=STOP_STRINGS,
+                tokenizer=tokenizer,
+                pad_token_id=pad,
+            )
+        if was_training:
+            model.train()
+        steps = []
+        eos = set(tokenizer.all_special_ids) if pad is None else {pad, tokenizer.eos_token_id}
+        for row in output[:, width:].tolist():
+            kept: list[int] = []
+            for token in row:
+                kept.append(token)
+                if token in eos:
+                    break  # the end-of-turn token is the policy's own; what follows is padding
+            steps.append(kept)
+        return steps
