@@ -23,8 +23,16 @@ $(VENV)/.installed: pyproject.toml
 models: install
 	$(BIN)/routegraph prepare
 
-# The main job on the embedded default: start the local pool and answer a question through Router-R1.
+PORT ?= 8501
+
+# The main job on the embedded default: the Streamlit app on 127.0.0.1, which starts the local pool.
 app: models
+	@echo "routegraph app: http://127.0.0.1:$(PORT)  (Ctrl-C stops it and its model servers)"
+	$(BIN)/streamlit run streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+# One question from the command line, on the embedded default.
+ask: models
 	$(BIN)/routegraph ask "$(QUESTION)"
 
 lint: install
@@ -44,6 +52,9 @@ test: models lint
 
 bench: models
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/r2_parallel.py
+	$(BIN)/python benchmarks/store_write.py
+	$(BIN)/python benchmarks/serve_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

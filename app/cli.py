@@ -42,7 +42,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def _service(settings: Settings, *, start_servers: bool, quiet: bool) -> Any:
     from app.local_models import LocalServerError
     from app.pool import PoolError
-    from app.service import RouteGraphService
+    from app.service import QuestionError, RouteGraphService
     from storage.db import StoreError
 
     try:
@@ -50,7 +50,7 @@ def _service(settings: Settings, *, start_servers: bool, quiet: bool) -> Any:
             return RouteGraphService.create(settings, start_servers=start_servers)
         with err_console.status("Starting model servers…"):
             return RouteGraphService.create(settings, start_servers=start_servers)
-    except (PoolError, StoreError, LocalServerError) as exc:
+    except (PoolError, StoreError, LocalServerError, QuestionError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -64,12 +64,15 @@ def ask(
         int | None, typer.Option(help="Route calls before a forced answer (r2-reasoner: most subtasks).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    router: Annotated[
+        str | None, typer.Option(help="A trained router: .gguf (llama.cpp) or a HF checkpoint (vLLM).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Answer QUESTION through a routing graph and show every hop."""
     from app.service import QuestionError
 
-    settings = _settings(config, pool_file=pool)
+    settings = _settings(config, pool_file=pool, router_checkpoint=router)
     with _service(settings, start_servers=True, quiet=as_json) as service:
         try:
             if as_json:
@@ -163,6 +166,154 @@ def traces_show(run_id: int, config: ConfigOpt = None) -> None:
         console.print(f"[dim]{header}[/dim]\n{escape(text or '')}", markup=True)
 
 
+def _store(settings: Settings) -> Any:
+    """The trace store's session factory (migrated on open), or a clear error naming the database."""
+    from storage import db
+
+    try:
+        return db.session_factory(db.make_engine(settings.database_url))
+    except db.StoreError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _day(value: str | None) -> Any:
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise _fail(f"--since {value!r} is not a date (YYYY-MM-DD)", 2) from None
+
+
+def _age(value: str) -> Any:
+    """'90d', '12h', '2w' as a timedelta."""
+    import re
+    from datetime import timedelta
+
+    match = re.fullmatch(r"\s*(\d+)\s*([hdw])\s*", value)
+    if not match:
+        raise _fail(f"--older-than {value!r}: write a number and h, d or w (e.g. 90d)", 2)
+    number, unit = int(match[1]), match[2]
+    return timedelta(hours=number) if unit == "h" else timedelta(days=number * (7 if unit == "w" else 1))
+
+
+@traces_app.command("export")
+def traces_export(
+    out: Annotated[Path, typer.Option("--out", help="File to write.")],
+    kind: Annotated[str, typer.Option(help="grpo (prompt + answers) or sft (prompt + completion).")] = "grpo",
+    since: Annotated[str | None, typer.Option(help="Only runs created on or after YYYY-MM-DD.")] = None,
+    graph: Annotated[str | None, typer.Option(help="Only this graph's runs.")] = None,
+    labelled_only: Annotated[
+        bool, typer.Option("--labelled-only", help="Only runs with gold answers (SFT: answered right).")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet.")] = "jsonl",
+    pool: PoolOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Stored runs as rows TRL's GRPOTrainer / SFTTrainer read (load with datasets.load_dataset)."""
+    from app import export
+    from app.pool import PoolError, load_pool
+
+    if kind not in ("grpo", "sft"):
+        raise _fail(f"--kind {kind!r}: choose grpo or sft", 2)
+    if fmt not in export.FORMATS:
+        raise _fail(f"--format {fmt!r}: choose {' or '.join(export.FORMATS)}", 2)
+    settings = _settings(config, pool_file=pool)
+    try:
+        loaded = load_pool(settings.pool_file)
+    except PoolError as exc:
+        raise _fail(str(exc)) from None
+    factory = _store(settings)
+    rows = export.rows(
+        factory,
+        loaded,
+        "grpo" if kind == "grpo" else "sft",
+        since=_day(since),
+        graph=graph,
+        labelled_only=labelled_only,
+    )
+    path = export.write(rows, out, fmt)
+    console.print(f"wrote {len(rows)} {kind} rows to {escape(str(path))}")
+
+
+@traces_app.command("import-qa")
+def traces_import_qa(
+    file: Annotated[Path, typer.Argument(help="JSONL of {question, answers: [...]} rows.")],
+    graph: Annotated[str, typer.Option(help="Graph of the pending runs new questions become.")] = "router-r1",
+    config: ConfigOpt = None,
+) -> None:
+    """Import a labelled QA file as gold feedback (source "dataset").
+
+    A question some stored run asked gets the gold answers on every such run; a new question becomes a
+    pending run (no answer yet) carrying them, a labelled GRPO prompt. Re-importing adds nothing.
+    """
+    import json
+
+    from storage import datasets
+
+    if not file.is_file():
+        raise _fail(f"{file} does not exist")
+    rows = []
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            rows.append({"question": str(item["question"]), "answers": [str(a) for a in item["answers"]]})
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise _fail(
+                f"{file}:{number}: expected a JSON object with question and answers ({exc})"
+            ) from None
+    try:
+        result = datasets.import_qa(_store(_settings(config)), rows, graph=graph)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{len(rows)} QA rows: {result.attached} attached to stored runs, {result.pending} pending "
+        f"questions, {result.unchanged} already imported"
+    )
+
+
+@traces_app.command("prune")
+def traces_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age such as 90d, 12h or 2w.")],
+    keep_labelled: Annotated[
+        bool, typer.Option("--keep-labelled", help="Keep runs with a gold or correct label.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete runs (with their hops and feedback) older than an age; running runs are kept."""
+    from storage import models
+    from storage.maintenance import prune
+
+    cutoff = models.utcnow() - _age(older_than)
+    deleted = prune(_store(_settings(config)), cutoff, keep_labelled=keep_labelled)
+    console.print(f"deleted {deleted} runs created before {cutoff:%Y-%m-%d %H:%M} UTC")
+
+
+@traces_app.command("size")
+def traces_size(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Rows per table and the database's size on disk."""
+    from storage.maintenance import size_report
+
+    factory = _store(_settings(config))
+    report = size_report(factory.kw["bind"])
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    table = Table(title=f"{escape(report['database'])} · {report['bytes'] / 1e6:.2f} MB")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in report["rows"].items():
+        table.add_row(name, str(count))
+    console.print(table)
+
+
 @app.command()
 def models(pool: PoolOpt = None, config: ConfigOpt = None) -> None:
     """The pool's models, where each local GGUF is, and which local servers are running."""
@@ -244,6 +395,216 @@ def prepare() -> None:
 
     for name, path in prepare_bundled().items():
         console.print(f"{name}: {path}")
+
+
+train_app = typer.Typer(help="Train the router from stored traces or QA files (TRL).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+RecipeOpt = Annotated[Path, typer.Option("--recipe", help="Recipe YAML (training/recipes/*.yaml).")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="key=value recipe overrides.")]
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"override {pair!r} is not key=value", 2)
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def _report_training(summary: dict[str, Any]) -> None:
+    steps = summary["steps"]
+    table = Table(title=f"training run {summary['training_run_id']} · {summary['status']}")
+    for column in ("step", "loss", "reward", "format rate", "accuracy", "cost $"):
+        table.add_column(column, justify="right")
+    for step in steps:
+        table.add_row(
+            *[_cell(step.get(k)) for k in ("step", "loss", "reward", "format_rate", "accuracy", "cost")]
+        )
+    console.print(table)
+    console.print(f"checkpoint: {summary['checkpoint']}")
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@train_app.command("grpo")
+def train_grpo(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
+    """GRPO on multi-turn Router-R1 rollouts (pool answers replayed from the trace store)."""
+    from training import grpo
+
+    try:
+        _report_training(grpo.main(str(recipe), _overrides(overrides)))
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+@train_app.command("sft")
+def train_sft(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
+    """SFT on successful traces (or synthetic well-formed trajectories as a format warm start)."""
+    from training import sft
+
+    try:
+        _report_training(sft.main(str(recipe), _overrides(overrides)))
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+eval_app = typer.Typer(
+    help="Evaluate the graphs and baselines on a dataset; `eval report DIR` writes report.md.",
+    invoke_without_command=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback()
+def eval_run(
+    ctx: typer.Context,
+    graph: Annotated[
+        str,
+        typer.Option(
+            help="all, or comma-separated: router-r1, r2-reasoner, single, single:<model>, cheapest, "
+            "largest, random, prompt-router, oracle."
+        ),
+    ] = "all",
+    data: Annotated[
+        list[str] | None,
+        typer.Option(help="JSONL / Parquet file, short name (nq, gsm8k, csqa, …) or hf:<name>; repeatable."),
+    ] = None,
+    pool: PoolOpt = None,
+    limit: Annotated[int | None, typer.Option(help="First N items of each dataset.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Items answered at once.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the random baseline.")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Results directory (resumable).")] = Path("eval_results"),
+    max_turns: Annotated[int | None, typer.Option(help="Graphs' route calls / subtasks.")] = None,
+    report: Annotated[bool, typer.Option(help="Write report.md when done.")] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Run each method on each item (stored as a run with gold feedback, source "eval"); re-runs resume."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from app.evaluation import baselines, runner
+    from app.evaluation import data as eval_data
+    from app.evaluation import report as eval_report
+    from app.pool import PoolError
+
+    if not data:
+        raise _fail("--data is required (a file, a short name such as nq, or hf:<name>)", 2)
+    try:
+        datasets = [eval_data.load_dataset(spec, limit) for spec in data]
+    except eval_data.DataError as exc:
+        raise _fail(str(exc), 2) from None
+    settings = _settings(config, pool_file=pool, max_turns=max_turns)
+    with _service(settings, start_servers=True, quiet=False) as service:
+        try:
+            methods = baselines.expand_methods(graph, service.pool)
+        except (baselines.MethodError, PoolError) as exc:
+            raise _fail(str(exc), 2) from None
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err_console) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(method: str, done: int, total: int) -> None:
+                key = f"{current} · {method}"
+                if key not in tasks:
+                    tasks[key] = bar.add_task(key, total=total)
+                bar.update(tasks[key], completed=done)
+
+            for dataset in datasets:
+                current = dataset.name
+                asyncio.run(
+                    runner.run_eval(
+                        service, dataset, methods, out, concurrency=concurrency, seed=seed, progress=progress
+                    )
+                )
+    console.print(f"results in {escape(str(out))}")
+    if report:
+        written = eval_report.write_report(out)
+        console.print(f"report: {escape(str(out / 'report.md'))} · Pareto front: {', '.join(written.pareto)}")
+
+
+@eval_app.command("report")
+def eval_report_command(
+    results_dir: Annotated[Path, typer.Argument(help="A results directory of `routegraph eval`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Markdown file (default DIR/report.md).")] = None,
+    title: Annotated[str, typer.Option(help="Report heading.")] = "Evaluation report",
+) -> None:
+    """Tables per dataset and on average (Router-R1 paper format) and the cost-vs-accuracy Pareto plot."""
+    from app.evaluation.report import write_report
+
+    if not results_dir.is_dir():
+        raise _fail(f"{results_dir} is not a directory", 2)
+    try:
+        written = write_report(results_dir, out, title=title)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    target = out or results_dir / "report.md"
+    console.print(f"wrote {escape(str(target))} and {', '.join(escape(p.name) for p in written.files)}")
+    for note in written.notes:
+        err_console.print(f"[yellow]note:[/yellow] {escape(note)}")
+
+
+bench_app = typer.Typer(help="Routing benchmarks on recorded outcomes.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("recorded")
+def bench_recorded(
+    data: Annotated[
+        Path, typer.Option("--data", help="Recorded-outcome JSONL (id, task, question, scores).")
+    ],
+    routers: Annotated[
+        str, typer.Option("--routers", help="'all' or a comma list, e.g. knn,oracle.")
+    ] = "all",
+    pool: Annotated[Path, typer.Option("--pool", help="Pool of backend: recorded models.")] = Path(
+        "pools/recorded_9llm.yaml"
+    ),
+    limit: Annotated[int | None, typer.Option(help="Only the first N dev queries.")] = None,
+    llm_limit: Annotated[int, typer.Option(help="Dev queries for the LLM routers (slow on CPU).")] = 100,
+    router_gguf: Annotated[str | None, typer.Option(help="Trained router .gguf for llm-trained.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the table and plot.")] = Path(
+        "benchmarks/results"
+    ),
+    config: ConfigOpt = None,
+) -> None:
+    """Leaderboard of routers on the dev split of recorded outcomes: tables, RouteLLM summary, plot."""
+    from app.bench import run
+    from app.bench.data import load_queries, split
+    from app.bench.routers import LLMRouter
+    from app.local_models import LocalServerError, LocalServers
+    from app.pool import EndpointError, PoolError, load_pool
+
+    try:
+        loaded = load_pool(pool)
+        models = [
+            m.model_copy(update={"outcomes": str(data.resolve())}) if m.backend == "recorded" else m
+            for m in loaded.models
+        ]
+        recorded = type(loaded)(loaded.router, models, loaded.source)
+        train, dev = split(load_queries(data))
+        dev = dev[:limit] if limit else dev
+        chosen = run.build(run.parse_routers(routers), recorded, router_gguf)
+    except (PoolError, OSError, ValueError, KeyError) as exc:
+        raise _fail(str(exc), 2) from None
+    servers = LocalServers(_settings(config))
+    try:
+        for router in chosen:
+            if isinstance(router, LLMRouter):
+                with err_console.status(f"Starting {router.pool.router.name}…"):
+                    servers.start_for(router.pool)
+        result = run.run_sync(chosen, train, dev, recorded, llm_limit)
+    except (PoolError, EndpointError, LocalServerError) as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        servers.stop_all()
+    written = run.write(result, out, f"Routing on recorded outcomes of {len(models)} LLMs")
+    console.print("wrote " + ", ".join(escape(str(p)) for p in written))
 
 
 def main() -> None:

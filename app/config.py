@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     router_endpoint: str | None = Field(
         default=None, description="Overrides the base_url of the pool's router entry (e.g. a vLLM server)."
     )
+    router_checkpoint: str | None = Field(
+        default=None,
+        description="A trained router replacing the pool's: a .gguf (llama.cpp) or HF checkpoint (vLLM).",
+    )
     budget_usd: float = Field(default=0.01, gt=0, description="Spend limit for one question, in USD.")
     max_turns: int = Field(default=4, ge=1, le=16, description="Route calls allowed before a forced answer.")
     min_routes: int = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import ctypes
+import functools
 import importlib.util
 import os
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,12 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+@functools.cache
+def _spawner() -> ThreadPoolExecutor:
+    """One long-lived thread that starts every server process (its worker thread never exits)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="routegraph-spawner")
+
+
 def llamacpp_command(gguf: Path, port: int, settings: Settings) -> list[str]:
     return [
         sys.executable, "-m", "app.local_models", "--gguf", str(gguf), "--port", str(port),
@@ -108,10 +116,12 @@ class LocalServer:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{self.label}-{self.port}.log"
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )  # fmt: skip
+            # Spawned from a thread that lives as long as the process: PR_SET_PDEATHSIG fires when the
+            # spawning *thread* exits, and callers such as Streamlit script runs are short-lived threads.
+            self.process = _spawner().submit(
+                subprocess.Popen, self.command, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            ).result()  # fmt: skip
         self._wait_healthy(timeout_s)
 
     def _wait_healthy(self, timeout_s: float) -> None:
@@ -167,7 +177,7 @@ class LocalServers:
         """Start what the pool's self-hosted entries need and bind their URLs into the pool."""
         atexit.register(self.stop_all)
         for entry in pool.all_entries():
-            if entry.backend == "openai":
+            if entry.backend in ("openai", "recorded"):
                 continue
             if entry.backend == "llamacpp":
                 weights = gguf_path(str(entry.gguf))

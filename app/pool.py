@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.config import secret_from_env
 
-Backend = Literal["openai", "llamacpp", "vllm"]
+Backend = Literal["openai", "llamacpp", "vllm", "recorded"]
 ClientFactory = Callable[["ModelEntry", str, int], Any]
 """(entry, 'chat' | 'completion', max_tokens) -> a LangChain chat model or LLM; tests inject scripted ones."""
 Mode = Literal["chat", "completion"]
@@ -75,9 +75,17 @@ class ModelEntry(BaseModel):
     latency_s: float = Field(default=1.0, ge=0, description="Typical latency of one answer, seconds.")
     descriptor: str = Field(min_length=1)
     example_performance: str = ""
+    outcomes: str | None = Field(
+        default=None, description="recorded: JSONL of {question, scores: {served_id: score}} rows."
+    )
+    output_tokens: int = Field(default=256, ge=0, description="recorded: output tokens charged per call.")
 
     @model_validator(mode="after")
     def _backend_fields(self) -> ModelEntry:
+        if self.backend == "recorded" and not self.outcomes:
+            raise ValueError("backend 'recorded' needs outcomes (a recorded-outcome JSONL path)")
+        if self.backend != "recorded" and self.outcomes:
+            raise ValueError("outcomes is only for backend 'recorded'")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs a base_url")
         if self.backend == "llamacpp" and not self.gguf:
@@ -132,6 +140,8 @@ class CallResult:
     finish_reason: str | None = None
     cache: str | None = None
     """'hit' when served from the replay cache, 'miss' when live and recorded, None with no cache."""
+    score: float | None = None
+    """backend 'recorded': the score this model got on the query in the outcome file; else None."""
 
 
 def load_pool(path: str | Path) -> Pool:
@@ -153,7 +163,14 @@ def load_pool(path: str | Path) -> Pool:
             loc = _describe_location(raw, err["loc"])
             problems.append(f"{loc}: {err['msg']}")
         raise PoolError(f"{path}: " + "; ".join(problems)) from None
-    return Pool(parsed.router, parsed.models, source=path)
+    pool = Pool(parsed.router, parsed.models, source=path)
+    for entry in pool.all_entries():
+        if entry.backend == "recorded" and entry.outcomes and not Path(entry.outcomes).is_absolute():
+            # A relative outcomes path is relative to the pool file, else to the working directory.
+            beside = path.parent / entry.outcomes
+            if beside.exists():
+                pool._outcome_paths[entry.name.lower()] = beside
+    return pool
 
 
 def _describe_location(raw: dict[str, Any], loc: tuple[Any, ...]) -> str:
@@ -193,6 +210,7 @@ class Pool:
         self.client_factory = client_factory
         self.cache: ResponseCache | None = None
         self.cache_mode: CacheMode = "off"
+        self._outcome_paths: dict[str, Path] = {}
 
     # -- lookup -----------------------------------------------------------------------------------------
     def get(self, name: str) -> ModelEntry:
@@ -251,7 +269,37 @@ class Pool:
         pool._endpoints = dict(self._endpoints)
         pool.timeout_s = self.timeout_s
         pool.cache, pool.cache_mode = self.cache, self.cache_mode
+        pool._outcome_paths = dict(self._outcome_paths)
         return pool
+
+    def outcomes_path(self, entry: ModelEntry) -> Path:
+        """The outcome file of a ``backend: recorded`` entry (a relative path is beside the pool file)."""
+        return self._outcome_paths.get(entry.name.lower()) or Path(str(entry.outcomes))
+
+    def recorded(self, entry: ModelEntry, query: str) -> CallResult:
+        """The recorded outcome of ``entry`` on ``query``: its score, a placeholder text, an estimated cost.
+
+        Tokens are estimated, not measured: input = ceil(len(query) / 4), output = ``entry.output_tokens``.
+        """
+        path = self.outcomes_path(entry)
+        table = load_outcomes(path)
+        scores = table.get(" ".join(query.split()))
+        if scores is None:
+            raise EndpointError(entry.name, f"query not in recorded outcomes {path}")
+        if entry.served_id not in scores:
+            raise EndpointError(entry.name, f"no score for {entry.served_id!r} in {path}")
+        score = float(scores[entry.served_id])
+        tokens_in, tokens_out = estimate_input_tokens(query), entry.output_tokens
+        return CallResult(
+            model=entry.name,
+            text=f"[recorded outcome of {entry.name}: score {score:g}]",
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost=entry.cost(tokens_in, tokens_out),
+            latency_s=0.0,
+            finish_reason="stop",
+            score=score,
+        )
 
     # -- calls ------------------------------------------------------------------------------------------
     def _client(self, entry: ModelEntry, max_tokens: int, kind: str) -> Any:
@@ -281,12 +329,36 @@ class Pool:
     ) -> CallResult:
         """Send one question to a pool model in its declared mode (chat, or few-shot completion)."""
         entry = self.get(name)
+        if entry.backend == "recorded":
+            return self.recorded(entry, query)
         if entry.mode == "completion":
-            template = entry.prompt_template or "{query}"
-            return await self.complete(entry, template.format(query=query), max_tokens=max_tokens)
-        messages: list[tuple[str, str]] = [("system", system)] if system else []
-        messages.append(("human", query))
-        return await self.chat(entry, messages, max_tokens=max_tokens)
+            return await self.complete(entry, _fill(entry, query), max_tokens=max_tokens)
+        return await self.chat(entry, _ask_messages(query, system), max_tokens=max_tokens)
+
+    def seed(
+        self,
+        name: str,
+        query: str,
+        response: str,
+        *,
+        system: str | None = None,
+        max_tokens: int = 512,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        """Record a known answer in the replay cache exactly as ``ask`` would look it up."""
+        if self.cache is None:
+            raise PoolError("the pool has no replay cache to seed")
+        entry = self.get(name)
+        stop = list(entry.stop) or None
+        prompt: Any
+        if entry.mode == "completion":
+            kind, prompt = "completion", _fill(entry, query)
+        else:
+            kind, prompt = "chat", _normalise(_ask_messages(query, system))
+        key, prompt_hash, params = _request_key(entry, kind, prompt, max_tokens, stop, None)
+        recorded = {"text": response, "input_tokens": input_tokens, "output_tokens": output_tokens}
+        self.cache.put(key, entry.name, prompt_hash, params, {**recorded, "finish_reason": "stop"})
 
     async def chat(
         self,
@@ -311,8 +383,7 @@ class Pool:
                 "finish_reason": (message.response_metadata or {}).get("finish_reason"),
             }
 
-        prompt = [[role, " ".join(content.split())] for role, content in messages]
-        return await self._call(entry, "chat", prompt, max_tokens, stops, extra_body, live)
+        return await self._call(entry, "chat", _normalise(messages), max_tokens, stops, extra_body, live)
 
     async def complete(
         self,
@@ -353,9 +424,7 @@ class Pool:
         live: Callable[[], Awaitable[dict[str, Any]]],
     ) -> CallResult:
         """One call, served from the replay cache when the mode allows, recorded there when live."""
-        params = {"kind": kind, "max_tokens": max_tokens, "stop": stop, "extra_body": extra_body}
-        prompt_hash = _sha256(prompt)
-        key = _sha256({"model": entry.name, "served": entry.served_id, "prompt": prompt_hash, **params})
+        key, prompt_hash, params = _request_key(entry, kind, prompt, max_tokens, stop, extra_body)
         started = time.perf_counter()
         if self.cache is not None and self.cache_mode != "off":
             recorded = self.cache.get(key)
@@ -399,6 +468,69 @@ class Pool:
             return response.status_code == 200
         except (httpx.HTTPError, EndpointError):
             return False
+
+
+def estimate_input_tokens(query: str) -> int:
+    """The input-token estimate of a recorded call: one token per 4 characters, rounded up."""
+    return -(-len(query) // 4)
+
+
+_OUTCOMES: dict[Path, dict[str, dict[str, float]]] = {}
+
+
+def load_outcomes(path: str | Path) -> dict[str, dict[str, float]]:
+    """Whitespace-normalised question → {served model id: score}, read once per file and cached."""
+    key = Path(path).resolve()
+    table = _OUTCOMES.get(key)
+    if table is None:
+        try:
+            lines = key.read_text().split("\n")  # not splitlines(): questions hold U+2028
+        except FileNotFoundError:
+            raise PoolError(f"{path}: recorded-outcome file does not exist") from None
+        table = {}
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                table[" ".join(str(row["question"]).split())] = {
+                    str(k): float(v) for k, v in row["scores"].items()
+                }
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise PoolError(f"{path}:{number}: not a {{question, scores}} row ({exc})") from None
+        _OUTCOMES[key] = table
+    return table
+
+
+def _fill(entry: ModelEntry, query: str) -> str:
+    return (entry.prompt_template or "{query}").format(query=query)
+
+
+def _ask_messages(query: str, system: str | None) -> list[tuple[str, str]]:
+    return [*([("system", system)] if system else []), ("human", query)]
+
+
+def _normalise(messages: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """Chat requests that differ only in whitespace are the same request for the replay cache."""
+    return [[role, " ".join(content.split())] for role, content in messages]
+
+
+def _request_key(
+    entry: ModelEntry,
+    kind: str,
+    prompt: Any,
+    max_tokens: int,
+    stop: list[str] | None,
+    extra_body: dict[str, Any] | None,
+) -> tuple[str, str, dict[str, Any]]:
+    """(cache key, prompt hash, decoding params) of one request; temperature is always 0 here."""
+    params = {"kind": kind, "max_tokens": max_tokens, "stop": stop, "extra_body": extra_body}
+    prompt_hash = _sha256(prompt)
+    return (
+        _sha256({"model": entry.name, "served": entry.served_id, "prompt": prompt_hash, **params}),
+        prompt_hash,
+        params,
+    )
 
 
 def _sha256(value: Any) -> str:

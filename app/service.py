@@ -15,13 +15,15 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from app.config import Settings
 from app.local_models import LocalServers
-from app.pool import Pool, load_pool
+from app.metrics import substring_match
+from app.pool import ModelEntry, Pool, load_pool
 from graphs.hops import Hop
 from storage import db
 from storage.cache import SqlResponseCache
@@ -93,6 +95,8 @@ class RouteGraphService:
     ) -> RouteGraphService:
         pool = pool or load_pool(settings.pool_file)
         pool.timeout_s = settings.request_timeout_s
+        if settings.router_checkpoint:
+            pool = pool.with_router(router_from_checkpoint(pool.router, settings.router_checkpoint))
         if settings.router_endpoint:
             pool = pool.with_router(
                 pool.router.model_copy(update={"backend": "openai", "base_url": settings.router_endpoint})
@@ -178,7 +182,7 @@ class RouteGraphService:
             self._factory,
             question=question,
             graph=graph,
-            router_model=self.pool.router.name,
+            router_model=_router_label(self.pool.router),
             pool_snapshot=self.pool.snapshot(),
             owner=f"{socket.gethostname()}:{os.getpid()}",
         )
@@ -269,6 +273,46 @@ class RouteGraphService:
                 threading.Thread(target=self._loop.run_forever, name="routegraph-loop", daemon=True).start()
             return self._loop
 
+    def record_direct(
+        self,
+        question: str,
+        *,
+        graph: str,
+        hops: list[Hop],
+        answer: str,
+        error: str | None = None,
+        latency_s: float | None = None,
+    ) -> RunResult:
+        """Store a run made of direct pool calls (an evaluation baseline, not a graph) and return it.
+
+        ``graph`` labels the method (e.g. ``single:Gemma-3-270M``); a run with an error is ``failed``.
+        """
+        run_id = db.create_run(
+            self._factory,
+            question=question,
+            graph=graph,
+            router_model=_router_label(self.pool.router),
+            pool_snapshot=self.pool.snapshot(),
+            owner=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        for index, hop in enumerate(hops):
+            db.add_hop(self._factory, run_id, index, **_hop_row(hop))
+        status = "failed" if error else "ok"
+        db.finish_run(self._factory, run_id, status=status, answer=answer, error=error)
+        return RunResult(
+            run_id=run_id,
+            graph=graph,
+            question=question,
+            status=status,
+            answer=answer,
+            error=error,
+            total_cost=sum(h.cost for h in hops),
+            input_tokens=sum(h.input_tokens for h in hops),
+            output_tokens=sum(h.output_tokens for h in hops),
+            latency_s=latency_s if latency_s is not None else sum(h.latency_s for h in hops),
+            hops=hops,
+        )
+
     # -- reading traces -------------------------------------------------------------------------------
     def list_runs(self, **filters: Any) -> Any:
         return db.list_runs(self._factory, **filters)
@@ -277,9 +321,14 @@ class RouteGraphService:
         return db.get_run(self._factory, run_id)
 
     # -- feedback and the views the UI draws ----------------------------------------------------------
-    def add_feedback(self, run_id: int, label: str, gold_answer: str | None = None) -> int:
-        """Record a user's judgement of a run (ValueError for an unknown label, run or empty gold)."""
-        return db.add_feedback(self._factory, run_id, label, gold_answer=gold_answer, source="user")
+    def add_feedback(
+        self, run_id: int, label: str, gold_answer: str | None = None, *, source: str = "user"
+    ) -> int:
+        """Record a judgement of a run (ValueError for an unknown label, run or empty gold).
+
+        ``source`` says who judged: "user" (the UI, the API) or "eval" (the evaluation harness).
+        """
+        return db.add_feedback(self._factory, run_id, label, gold_answer=gold_answer, source=source)
 
     def feedback_for(self, run_id: int) -> Any:
         return db.feedback_for(self._factory, run_id)
@@ -389,17 +438,12 @@ class RouteGraphService:
         }
 
 
-def normalize_answer(text: str | None) -> str:
-    return " ".join((text or "").lower().strip().strip(".").split())
-
-
 def judge(answer: str | None, feedback: Any) -> bool | None:
-    """Whether feedback says the answer is right: a label, or the gold answer matching or within it."""
+    """Whether feedback says the answer is right: a label, or the gold answer (SQuAD-normalised) within it."""
     if feedback is None:
         return None
     if feedback.label == "gold":
-        gold, got = normalize_answer(feedback.gold_answer), normalize_answer(answer)
-        return bool(gold) and (gold == got or gold in got)
+        return bool(substring_match(answer or "", [feedback.gold_answer or ""]))
     return bool(feedback.label == "correct")
 
 
@@ -409,6 +453,18 @@ def _json_default(value: object) -> str:
     return str(value)
 
 
+def router_from_checkpoint(router: ModelEntry, checkpoint: str) -> ModelEntry:
+    """The pool's router entry pointed at a trained checkpoint: GGUF on llama.cpp, else vLLM."""
+    path = Path(checkpoint).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise QuestionError(f"router checkpoint {path} does not exist")
+        changes: dict[str, Any] = {"backend": "llamacpp", "gguf": str(path.resolve()), "hf_model": None}
+    else:
+        changes = {"backend": "vllm", "hf_model": str(path.resolve()) if path.exists() else checkpoint}
+    return router.model_copy(update={**changes, "base_url": None, "model_id": None})
+
+
 def _hop_row(hop: Hop) -> dict[str, Any]:
     from datetime import UTC, datetime
 
@@ -416,6 +472,13 @@ def _hop_row(hop: Hop) -> dict[str, Any]:
     row["detail"] = hop.detail or None
     row["started_at"] = datetime.fromtimestamp(hop.started_at, UTC).replace(tzinfo=None)
     return row
+
+
+def _router_label(router: ModelEntry) -> str:
+    """The router's name, and the checkpoint it runs when that is not a bundled model."""
+    weights = router.gguf if router.backend == "llamacpp" else router.hf_model
+    bundled = weights in ("smollm2-135m", "gemma3-270m")
+    return router.name if weights is None or bundled else f"{router.name} [{weights}]"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, inspect, select, text, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -16,14 +23,21 @@ from sqlalchemy.pool import StaticPool
 from storage.models import FEEDBACK_LABELS, Base, Feedback, Hop, Run, TrainingRun, utcnow
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
     """The trace store cannot be opened or written; the message names the database."""
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the tables in place; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, *, upgrade: bool = True) -> Engine:
+    """An engine for ``url`` with its schema migrated to the newest revision.
+
+    SQLite gets WAL, a busy timeout, foreign keys and ``BEGIN IMMEDIATE`` for writes (``session_scope``),
+    so concurrent writers queue on the busy timeout instead of failing with "database is locked".
+    A database whose schema revision this code does not know (a newer routegraph migrated it) is refused.
+    ``upgrade=False`` leaves the schema as it is (tests and tools that migrate by hand).
+    """
     is_sqlite = url.startswith("sqlite")
     if is_sqlite:
         _check_sqlite_file(url)
@@ -31,14 +45,139 @@ def make_engine(url: str) -> Engine:
         # One shared connection, or each thread would see its own empty in-memory database.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
-        engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+        try:
+            engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+        except ImportError as exc:  # e.g. postgresql+psycopg without psycopg installed
+            raise StoreError(f"cannot open trace store {url}: {exc}") from None
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
-        Base.metadata.create_all(engine)
+        if upgrade:
+            upgrade_store(engine)
     except (DatabaseError, OperationalError) as exc:
-        raise StoreError(f"cannot open trace store {engine.url.render_as_string()}: {exc.orig}") from None
+        engine.dispose()
+        raise StoreError(f"cannot open trace store {_name(engine)}: {exc.orig}") from None
+    except StoreError:
+        engine.dispose()
+        raise
     return engine
+
+
+def _name(engine: Engine) -> str:
+    """The database as messages name it: the file for SQLite, the URL without its password otherwise."""
+    if engine.dialect.name == "sqlite" and engine.url.database and engine.url.database != ":memory:":
+        return str(Path(engine.url.database).expanduser())
+    return engine.url.render_as_string(hide_password=True)
+
+
+# -- schema migrations -------------------------------------------------------------------------------------
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_PG_MIGRATION_LOCK = 0x726F757465  # pg_advisory_xact_lock key: one migrator at a time per database
+
+
+def alembic_config(engine: Engine | None = None, connection: Connection | None = None) -> Config:
+    """Alembic's configuration built in code: the packaged migrations, no alembic.ini needed."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        url = engine.url.render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@lru_cache(maxsize=1)
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    head = _scripts().get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade_store(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default the newest), in one locked transaction.
+
+    A database made by ``create_all`` before migrations existed (no ``alembic_version``) is stamped with
+    the revision its tables match, then upgraded; anything else unversioned is refused.
+    """
+    scripts = _scripts()
+    head = head_revision()
+    known = {script.revision for script in scripts.walk_revisions()}
+    with _migration_connection(engine) as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current is not None and current not in known:
+            raise StoreError(
+                f"trace store {_name(engine)} is at schema revision {current}, which this routegraph does "
+                f"not know (its newest is {head}): a newer routegraph migrated it; upgrade routegraph "
+                "or point ROUTEGRAPH_DATABASE_URL at another database"
+            )
+        if current == head and revision == "head":
+            return
+        if current is None:
+            baseline = _unversioned_baseline(engine, connection)
+            if baseline is not None:
+                MigrationContext.configure(connection).stamp(scripts, baseline)
+        command.upgrade(alembic_config(engine, connection), revision)
+
+
+def downgrade_store(engine: Engine, revision: str) -> None:
+    """Take the database back to ``revision`` (``base`` drops every table); for tests and rollbacks."""
+    with _migration_connection(engine) as connection:
+        command.downgrade(alembic_config(engine, connection), revision)
+
+
+@contextmanager
+def _migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that holds the migration lock; foreign keys off on SQLite.
+
+    SQLite: ``BEGIN IMMEDIATE`` takes the write lock, so concurrent starters wait and then see the
+    migrated schema; foreign keys are off meanwhile, or batch mode's table copy (``DROP TABLE runs``)
+    would cascade-delete every hop. Postgres: a transaction-scoped advisory lock.
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with connection.execution_options(routegraph_write=True).begin():
+                if engine.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                    )
+                yield connection
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+
+
+def _unversioned_baseline(engine: Engine, connection: Connection) -> str | None:
+    """The revision an unversioned database's tables match: None when it is empty."""
+    from storage.migrations.versions.r0001_initial import INITIAL_TABLES
+
+    inspector = inspect(connection)
+    tables = set(inspector.get_table_names()) - {"alembic_version"}
+    if not tables:
+        return None
+    run_columns = {column["name"] for column in inspector.get_columns("runs")} if "runs" in tables else set()
+    if tables == set(INITIAL_TABLES) and "graph_version" not in run_columns:
+        return "0001"
+    if tables == set(Base.metadata.tables) and "graph_version" in run_columns:
+        return head_revision()
+    raise StoreError(
+        f"trace store {_name(engine)} has tables ({', '.join(sorted(tables))}) but no schema revision, and "
+        "they match no routegraph schema; point ROUTEGRAPH_DATABASE_URL at another database"
+    )
 
 
 def _check_sqlite_file(url: str) -> None:
@@ -60,6 +199,8 @@ def _check_sqlite_file(url: str) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # sqlite3 emits no BEGIN of its own (it would be a deferred one, and only before DML): _sqlite_begin does.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -68,33 +209,78 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(connection: Connection) -> None:
+    """Writers take SQLite's write lock up front (waiting on the busy timeout); readers begin deferred.
+
+    A deferred transaction that reads and then writes cannot wait for the lock: SQLite answers
+    "database is locked" at once when another writer committed meanwhile.
+    """
+    write = connection.get_execution_options().get("routegraph_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A write transaction (on SQLite ``BEGIN IMMEDIATE``), committed on leaving the block."""
     with factory() as session, session.begin():
+        session.connection(execution_options={"routegraph_write": True})
         yield session
 
 
 # -- writes ----------------------------------------------------------------------------------------------
+_BUSY_RETRIES = 5
+
+
+def _retry_busy(write: Callable[[], T]) -> T:
+    """Run a write, retrying it when SQLite still reports the database busy after the busy timeout."""
+    for attempt in range(_BUSY_RETRIES):
+        try:
+            return write()
+        except OperationalError as exc:
+            busy = "locked" in str(exc.orig) or "busy" in str(exc.orig)
+            if not busy or attempt == _BUSY_RETRIES - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def create_run(factory: sessionmaker[Session], **fields: Any) -> int:
-    with session_scope(factory) as session:
-        run = Run(**fields)
-        session.add(run)
-        session.flush()
-        return run.id
+    def write() -> int:
+        with session_scope(factory) as session:
+            run = Run(**fields)
+            session.add(run)
+            session.flush()
+            return run.id
+
+    return _retry_busy(write)
 
 
 def add_hop(factory: sessionmaker[Session], run_id: int, index: int, **fields: Any) -> None:
-    """Commit one hop at once and keep the run's totals equal to the sum of its hops."""
-    with session_scope(factory) as session:
-        session.add(Hop(run_id=run_id, index=index, **fields))
-        run = session.get_one(Run, run_id)
-        run.total_cost += fields.get("cost", 0.0)
-        run.input_tokens += fields.get("input_tokens", 0)
-        run.output_tokens += fields.get("output_tokens", 0)
+    """Commit one hop at once and keep the run's totals equal to the sum of its hops.
+
+    Two statements in one write transaction: the hop's INSERT and an in-place ``UPDATE runs SET total =
+    total + x`` (no read of the run, so concurrent hops of one run never lose an update).
+    """
+    cost = fields.get("cost", 0.0)
+    tokens_in, tokens_out = fields.get("input_tokens", 0), fields.get("output_tokens", 0)
+    totals = update(Run).where(Run.id == run_id)
+    totals = totals.values(
+        total_cost=Run.total_cost + cost,
+        input_tokens=Run.input_tokens + tokens_in,
+        output_tokens=Run.output_tokens + tokens_out,
+    )
+
+    def write() -> None:
+        with session_scope(factory) as session:
+            session.execute(insert(Hop).values(run_id=run_id, index=index, **fields))
+            if cast(CursorResult[Any], session.execute(totals)).rowcount == 0:
+                raise ValueError(f"no run {run_id}")
+
+    _retry_busy(write)
 
 
 def finish_run(
@@ -106,11 +292,14 @@ def finish_run(
     error: str | None,
     trajectory: str | None = None,
 ) -> None:
-    with session_scope(factory) as session:
-        run = session.get_one(Run, run_id)
-        run.status, run.answer, run.error, run.trajectory = status, answer, error, trajectory
-        run.finished_at = utcnow()
-        run.latency_s = (run.finished_at - run.created_at).total_seconds()
+    def write() -> None:
+        with session_scope(factory) as session:
+            run = session.get_one(Run, run_id)
+            run.status, run.answer, run.error, run.trajectory = status, answer, error, trajectory
+            run.finished_at = utcnow()
+            run.latency_s = (run.finished_at - run.created_at).total_seconds()
+
+    _retry_busy(write)
 
 
 # -- reads -----------------------------------------------------------------------------------------------
@@ -291,7 +480,7 @@ def labelled_runs(factory: sessionmaker[Session], graph: str = "router-r1") -> l
     for run in runs:
         feedback = latest[run.id]
         if feedback.label == "gold" and feedback.gold_answer:
-            labelled.append((run, [feedback.gold_answer]))
+            labelled.append((run, list(feedback.gold_aliases or [feedback.gold_answer])))
         elif feedback.label == "correct" and run.answer:
             labelled.append((run, [run.answer]))
     return labelled

@@ -49,6 +49,10 @@ class Run(Base):
     """The router's full text (Router-R1: thoughts, route calls, information, answer): an SFT target."""
     owner: Mapped[str | None] = mapped_column(String(200))
     """host:pid of the process running it, so a later process can tell a crashed run from a live one."""
+    graph_version: Mapped[str | None] = mapped_column(String(64))
+    """Version of the graph code that ran it (routegraph's version, or a graph-specific tag)."""
+    router_checkpoint: Mapped[str | None] = mapped_column(Text)
+    """The router weights used (a checkpoint path or model id), so traces tie back to a training run."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None]
 
@@ -96,7 +100,25 @@ class Feedback(Base):
     label: Mapped[str] = mapped_column(String(16))
     """correct | incorrect | gold (then gold_answer holds the expected answer)."""
     gold_answer: Mapped[str | None] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(32), default="user")
+    gold_aliases: Mapped[list[str] | None] = mapped_column(JSON)
+    """Every accepted answer (a QA dataset's aliases); gold_answer is the first. None: gold_answer only."""
+    source: Mapped[str] = mapped_column(String(32), default="user", index=True)
+    """user (the UI, the CLI, the API) | dataset (``routegraph traces import-qa``)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Reward(Base):
+    """One scored run: the reward's parts and the configuration that weighed them."""
+
+    __tablename__ = "rewards"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    format: Mapped[float] = mapped_column(default=0.0)
+    outcome: Mapped[float] = mapped_column(default=0.0)
+    cost: Mapped[float] = mapped_column(default=0.0)
+    total: Mapped[float] = mapped_column(default=0.0)
+    reward_config: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -70,7 +70,10 @@ class TrainingSession:
             self.source_gguf = gguf_path(recipe.model)
             self.model_path = str(hf_checkpoint_from_gguf(self.source_gguf))
         else:
+            from training.checkpoints import source_gguf
+
             self.model_path = recipe.model
+            self.source_gguf = source_gguf(Path(recipe.model))  # checkpoints we trained remember theirs
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
@@ -175,6 +178,8 @@ class TrainingSession:
             if status != "failed":
                 trainer.save_model(str(final))
                 self.tokenizer.save_pretrained(str(final))
+                if self.source_gguf is not None:
+                    (final / "SOURCE_GGUF").write_text(str(self.source_gguf))
                 checkpoint = str(final)
                 if self.source_gguf is not None and self.recipe.export_gguf:
                     checkpoint = str(self._export(trainer, final))

@@ -123,3 +123,42 @@ def synthetic_sft_rows(
             }
         )
     return rows
+
+
+def r2_sft_rows_from_runs(
+    factory: sessionmaker[Session], pool: Pool, max_subtasks: int = 4
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """R2-Reasoner's SFT targets from runs answered right: the decomposer's and allocator's own outputs."""
+    from app.metrics import exact_match
+    from graphs.r2_reasoner import prompts as r2
+
+    rows, ids = [], []
+    for run, golds in db.labelled_runs(factory, graph="r2-reasoner"):
+        if not exact_match(run.answer or "", golds):
+            continue
+        stored = db.get_run(factory, run.id)
+        assert stored is not None
+        for hop in stored.hops:
+            detail = hop.detail or {}
+            if not hop.router_text or hop.error or detail.get("given"):
+                continue
+            if hop.node == "decompose":
+                messages = r2.decompose_messages(run.question, max_subtasks)
+            elif hop.node == "allocate":
+                decompose = next((h for h in stored.hops if h.node == "decompose"), None)
+                plan = (decompose.detail or {}).get("subtasks") if decompose else None
+                if not plan:
+                    continue
+                subtasks = [r2.Subtask(**item) for item in plan]
+                messages = r2.allocate_messages(subtasks, pool.models)
+            else:
+                continue
+            roles = {"system": "system", "human": "user"}
+            rows.append(
+                {
+                    "prompt": [{"role": roles[r], "content": c} for r, c in messages],
+                    "completion": [{"role": "assistant", "content": hop.router_text}],
+                }
+            )
+        ids.append(run.id)
+    return rows, ids

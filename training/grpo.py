@@ -42,6 +42,8 @@ class GRPORecipe:
     metric: str = "em"
     use_lora: bool = False
     lora_r: int = 16
+    gradient_checkpointing: bool = False
+    """Trades compute for memory: worth it for billion-parameter routers on GPU, not for 135M on CPU."""
     use_cpu: bool = True
     bf16: bool = False
     use_vllm: bool = False
@@ -89,6 +91,7 @@ def build_trainer(recipe: GRPORecipe, session: TrainingSession) -> Any:
         reward_weights=[1.0, 0.0, 0.0, 0.0],
         use_cpu=recipe.use_cpu,
         bf16=recipe.bf16,
+        gradient_checkpointing=recipe.gradient_checkpointing,
         use_vllm=recipe.use_vllm,
         vllm_mode=recipe.vllm_mode,
         generation_kwargs={"stop": ["</search>", "</answer>"]} if recipe.use_vllm else None,

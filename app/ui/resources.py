@@ -48,5 +48,5 @@ def service_or_stop(pool_file: str | None = None) -> RouteGraphService:
 
 @st.cache_resource(show_spinner="Starting the pool's model servers…")
 def _build_service(pool_file: str) -> RouteGraphService:
-    # Local servers start once per pool file; LocalServers registers their shutdown at process exit.
+    # Local servers start once per pool file and stop at process exit (LocalServers registers that).
     return RouteGraphService.create(load_settings(pool_file=Path(pool_file)))

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from app.pool import ModelEntry, Pool, PoolError
 # A stand-in for a llama.cpp server: answers 200 on every GET (so /health too) until terminated.
 HEALTHY_SERVER = """
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 class Handler(BaseHTTPRequestHandler):
@@ -264,3 +266,18 @@ def test_stop_and_kill_are_safe_to_repeat() -> None:
     server.stop()
     server.kill()  # never started: nothing to do
     assert not server.running
+
+
+def test_server_outlives_the_thread_that_started_it() -> None:
+    # PR_SET_PDEATHSIG fires when the spawning *thread* exits; Streamlit starts servers on short-lived
+    # script threads, so servers must be spawned from a thread that lives as long as the process.
+    port = free_port()
+    server = LocalServer("Short-Lived", [sys.executable, "-c", HEALTHY_SERVER, str(port)], port)
+    starter = threading.Thread(target=server.start, args=(20,))
+    starter.start()
+    starter.join()
+    try:
+        time.sleep(0.5)  # the death signal, if any, is delivered at once when the thread ends
+        assert server.running
+    finally:
+        server.stop()

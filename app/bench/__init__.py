@@ -1,0 +1,1 @@
+"""Routing benchmarks on recorded outcomes: routers under one interface, a leaderboard, curves."""

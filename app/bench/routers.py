@@ -1,0 +1,250 @@
+"""Routers under one interface: pick one candidate per query, with a cost-quality knob where there is one.
+
+``Router.knob`` is the router's cost-quality setting (λ on normalised price for learned routers); the
+leaderboard sweeps ``Router.knobs`` to draw a curve. Routers that see the recorded scores (the oracle) are
+upper bounds, not deployable routers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from app.bench.data import Query, price, score_of
+from app.pool import ModelEntry, Pool
+from graphs.router_r1 import prompts
+
+LAMBDAS: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+
+
+class Router(ABC):
+    """Choose one candidate's name for a query."""
+
+    name: ClassVar[str] = "router"
+    knobs: ClassVar[tuple[float, ...]] = (0.0,)
+    """Values of ``knob`` the leaderboard sweeps; one value means a single operating point."""
+
+    def __init__(self) -> None:
+        self.knob = self.knobs[0]
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def fit(self, train: Sequence[Query], candidates: Sequence[ModelEntry]) -> None:  # noqa: B027
+        """Learn from training queries; most routers need nothing."""
+
+    @abstractmethod
+    def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str: ...
+
+    async def achoose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        return self.choose(query, candidates)
+
+
+def _cheapest(candidates: Sequence[ModelEntry]) -> ModelEntry:
+    return min(candidates, key=lambda m: (price(m), m.name))
+
+
+class SingleModel(Router):
+    name = "single"
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def label(self) -> str:
+        return f"single:{self.model}"
+
+    def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        return self.model
+
+
+class Cheapest(Router):
+    name = "cheapest"
+
+    def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        return _cheapest(candidates).name
+
+
+class MostExpensive(Router):
+    name = "most-expensive"
+
+    def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        return max(candidates, key=lambda m: (price(m), m.name)).name
+
+
+class RandomRouter(Router):
+    """Uniform choice, seeded per query so that results do not depend on evaluation order."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        return random.Random(f"{self.seed}:{query.id}").choice(list(candidates)).name
+
+
+class Oracle(Router):
+    """The cheapest candidate with the query's best recorded score (reads the answer key: an upper bound)."""
+
+    name = "oracle"
+
+    def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        best = max(score_of(query, m) for m in candidates)
+        return _cheapest([m for m in candidates if score_of(query, m) >= best]).name
+
+
+class _Learned(Router):
+    """TF-IDF of the question → predicted score per candidate; pick argmax(predicted − λ·price/max price)."""
+
+    knobs = LAMBDAS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._vectorizer: Any = None
+        self._names: list[str] = []
+        self._cache: dict[str, np.ndarray] = {}
+
+    def fit(self, train: Sequence[Query], candidates: Sequence[ModelEntry]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self._names = [m.name for m in candidates]
+        self._vectorizer = TfidfVectorizer(
+            sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=50_000
+        )
+        features = self._vectorizer.fit_transform([q.question for q in train])
+        targets = np.array([[score_of(q, m) for m in candidates] for q in train])
+        self._fit(features, targets)
+        self._cache.clear()
+
+    @abstractmethod
+    def _fit(self, features: Any, targets: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _predict(self, features: Any) -> np.ndarray: ...
+
+    def predicted(self, question: str) -> np.ndarray:
+        if self._vectorizer is None:
+            raise RuntimeError(f"router {self.name!r} is not fitted: call fit(train, candidates) first")
+        found = self._cache.get(question)
+        if found is None:
+            found = self._cache[question] = self._predict(self._vectorizer.transform([question]))[0]
+        return found
+
+    def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        by_name = dict(zip(self._names, self.predicted(query.question), strict=True))
+        top = max(price(m) for m in candidates) or 1.0
+        return max(candidates, key=lambda m: (by_name[m.name] - self.knob * price(m) / top, -price(m))).name
+
+
+class KNNRouter(_Learned):
+    """Mean recorded score of the k most similar training questions (cosine on TF-IDF)."""
+
+    name = "knn"
+
+    def __init__(self, k: int = 25) -> None:
+        super().__init__()
+        self.k = k
+
+    def _fit(self, features: Any, targets: np.ndarray) -> None:
+        self._train, self._targets = features, targets
+
+    def _predict(self, features: Any) -> np.ndarray:
+        sims = (features @ self._train.T).toarray()
+        top = np.argsort(-sims, axis=1)[:, : self.k]
+        return np.asarray(self._targets[top].mean(axis=1))
+
+
+class LogRegRouter(_Learned):
+    """One logistic regression per candidate: P(score ≥ 0.5 | question)."""
+
+    name = "logreg"
+
+    def _fit(self, features: Any, targets: np.ndarray) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        self._models: list[Any] = []
+        for column in targets.T:
+            labels = (column >= 0.5).astype(int)
+            if labels.min() == labels.max():
+                self._models.append(float(labels[0]))
+            else:
+                self._models.append(LogisticRegression(C=2.0, max_iter=1000).fit(features, labels))
+
+    def _predict(self, features: Any) -> np.ndarray:
+        columns = [
+            np.full(features.shape[0], m) if isinstance(m, float) else m.predict_proba(features)[:, 1]
+            for m in self._models
+        ]
+        return np.stack(columns, axis=1)
+
+
+class LLMRouter(Router):
+    """The pool's router model, prompted zero-shot with descriptors and prices; its route call picks.
+
+    Self-hosted routers (llama.cpp) decode under ``step_grammar(allow_answer=False)``, so the reply is a
+    route call to a known model; a malformed reply (hosted routers) falls back to the cheapest candidate.
+    """
+
+    name = "llm-zero-shot"
+
+    def __init__(self, pool: Pool, max_tokens: int = 320) -> None:
+        super().__init__()
+        self.pool = pool
+        self.max_tokens = max_tokens
+        self.malformed = 0
+
+    @classmethod
+    def trained(cls, pool: Pool, gguf: str) -> LLMRouter:
+        """The same router pointed at trained weights (a .gguf path), served by llama.cpp."""
+        entry = pool.router.model_copy(update={"backend": "llamacpp", "gguf": gguf, "hf_model": None})
+        router = cls(pool.with_router(entry))
+        router.name = "llm-trained"  # type: ignore[misc]
+        return router
+
+    def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        return asyncio.run(self.achoose(query, candidates))
+
+    async def achoose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
+        pool, router = self.pool, self.pool.router
+        messages = prompts.router_messages(query.question, candidates)
+        stop = [prompts.SEARCH_STOP]
+        if router.backend == "llamacpp":
+            grammar = prompts.step_grammar([m.name for m in candidates], allow_answer=False)
+            prompt = await pool.render_chat(router, messages)
+            result = await pool.complete(
+                router, prompt, max_tokens=self.max_tokens, stop=stop, extra_body={"grammar": grammar}
+            )
+        else:
+            result = await pool.chat(router, messages, max_tokens=self.max_tokens, stop=stop)
+        text = result.text if prompts.SEARCH_STOP in result.text else result.text + prompts.SEARCH_STOP
+        action = prompts.parse_action(text, [m.name for m in candidates])
+        if action.kind == "route" and action.model:
+            return action.model
+        self.malformed += 1
+        return _cheapest(candidates).name
+
+
+Factory = Callable[..., Router]
+REGISTRY: dict[str, type[Router]] = {
+    cls.name: cls
+    for cls in (
+        SingleModel,
+        Cheapest,
+        MostExpensive,
+        RandomRouter,
+        Oracle,
+        KNNRouter,
+        LogRegRouter,
+        LLMRouter,
+    )
+}
+CLASSICAL = ("single", "cheapest", "most-expensive", "random", "oracle", "knn", "logreg")

@@ -1,0 +1,58 @@
+"""Keeping the trace store in shape: pruning old runs and reporting its size."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, inspect, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.db import session_scope
+from storage.models import Base, Feedback, Run
+
+
+def prune(factory: sessionmaker[Session], older_than: datetime, *, keep_labelled: bool = False) -> int:
+    """Delete runs created before ``older_than`` (their hops, feedback, rewards go with them).
+
+    Running runs are never deleted; ``keep_labelled`` also keeps runs with a gold or correct label.
+    Returns how many runs were deleted.
+    """
+    doomed = select(Run.id).where(Run.created_at < older_than, Run.status != "running")
+    if keep_labelled:
+        labelled = select(Feedback.run_id).where(Feedback.label.in_(("gold", "correct")))
+        doomed = doomed.where(Run.id.not_in(labelled))
+    with session_scope(factory) as session:
+        ids = list(session.scalars(doomed))
+        for start in range(0, len(ids), 500):
+            # The children explicitly too: ON DELETE CASCADE needs SQLite's foreign_keys pragma.
+            chunk = ids[start : start + 500]
+            for table in ("hops", "feedback", "rewards"):
+                model = Base.metadata.tables[table]
+                session.execute(delete(model).where(model.c.run_id.in_(chunk)))
+            session.execute(delete(Run).where(Run.id.in_(chunk)))
+    return len(ids)
+
+
+def size_report(engine: Engine) -> dict[str, Any]:
+    """Rows per table, and the database's size on disk in bytes (SQLite: file plus WAL; Postgres)."""
+    with engine.connect() as connection:
+        present = set(inspect(connection).get_table_names())
+        rows = {
+            name: int(connection.scalar(select(func.count()).select_from(table)) or 0)
+            for name, table in sorted(Base.metadata.tables.items())
+            if name in present
+        }
+        if engine.dialect.name == "postgresql":
+            size = int(connection.scalar(text("SELECT pg_database_size(current_database())")) or 0)
+            where = engine.url.render_as_string(hide_password=True)
+        else:
+            database = engine.url.database or ""
+            where = database or ":memory:"
+            size = 0
+            if database and database != ":memory:":
+                path = Path(database).expanduser()
+                where = str(path)
+                size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    return {"database": where, "dialect": engine.dialect.name, "bytes": size, "rows": rows}
