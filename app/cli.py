@@ -441,6 +441,23 @@ def train_grpo(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
         raise _fail(str(exc), 2) from None
 
 
+@train_app.command("alternate")
+def train_alternate(
+    sft_recipe: Annotated[Path, typer.Option("--sft-recipe", help="SFT recipe YAML.")],
+    grpo_recipe: Annotated[Path, typer.Option("--grpo-recipe", help="GRPO recipe YAML.")],
+    rounds: Annotated[int, typer.Option(help="SFT → GRPO rounds.")] = 2,
+    output_dir: Annotated[str, typer.Option(help="Where each round's checkpoints go.")] = "runs/alternate",
+) -> None:
+    """R2-Reasoner's schedule: SFT and GRPO rounds in turn, each from the previous round's checkpoint."""
+    from training import sft
+
+    try:
+        for summary in sft.alternate(sft_recipe, grpo_recipe, rounds, output_dir):
+            _report_training(summary)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+
 @train_app.command("sft")
 def train_sft(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
     """SFT on successful traces (or synthetic well-formed trajectories as a format warm start)."""
@@ -509,20 +526,22 @@ def eval_run(
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err_console) as bar:
             tasks: dict[str, Any] = {}
+            current = [""]  # the dataset being run, for the bar labels
 
             def progress(method: str, done: int, total: int) -> None:
-                key = f"{current} · {method}"
+                key = f"{current[0]} · {method}"
                 if key not in tasks:
                     tasks[key] = bar.add_task(key, total=total)
                 bar.update(tasks[key], completed=done)
 
-            for dataset in datasets:
-                current = dataset.name
-                asyncio.run(
-                    runner.run_eval(
+            async def run_all() -> None:  # one event loop: the pool's HTTP clients belong to it
+                for dataset in datasets:
+                    current[0] = dataset.name
+                    await runner.run_eval(
                         service, dataset, methods, out, concurrency=concurrency, seed=seed, progress=progress
                     )
-                )
+
+            asyncio.run(run_all())
     console.print(f"results in {escape(str(out))}")
     if report:
         written = eval_report.write_report(out)
@@ -534,6 +553,10 @@ def eval_report_command(
     results_dir: Annotated[Path, typer.Argument(help="A results directory of `routegraph eval`.")],
     out: Annotated[Path | None, typer.Option("--out", help="Markdown file (default DIR/report.md).")] = None,
     title: Annotated[str, typer.Option(help="Report heading.")] = "Evaluation report",
+    intro: Annotated[
+        Path | None,
+        typer.Option(help="Markdown file whose text goes under the heading (e.g. how it was run)."),
+    ] = None,
 ) -> None:
     """Tables per dataset and on average (Router-R1 paper format) and the cost-vs-accuracy Pareto plot."""
     from app.evaluation.report import write_report
@@ -541,7 +564,7 @@ def eval_report_command(
     if not results_dir.is_dir():
         raise _fail(f"{results_dir} is not a directory", 2)
     try:
-        written = write_report(results_dir, out, title=title)
+        written = write_report(results_dir, out, title=title, intro=intro.read_text() if intro else "")
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
     target = out or results_dir / "report.md"

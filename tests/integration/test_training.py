@@ -26,15 +26,20 @@ RESPONSE_TOKENS = 48
 
 
 def _seed_replay_cache(database_url: str, questions: list[dict[str, Any]]) -> None:
-    """Every pool model's recorded answer to each training question: rollouts then call no live model."""
+    """Every pool model's recorded answer to each training question: rollouts then call no live model.
+
+    One model knows the answers and the other does not, so which model a rollout routes to changes its
+    reward: GRPO groups then have reward variance, hence a gradient.
+    """
     pool = load_pool(PROJECT_ROOT / "pools" / "local.yaml")
     pool.cache = SqlResponseCache(db.session_factory(db.make_engine(database_url)))
+    knows = pool.names[0]
     for row in questions:
         for model in pool.names:
             pool.seed(
                 model,
                 row["question"],
-                row["answers"][0],
+                row["answers"][0] if model == knows else "I do not know",
                 system=prompts.POOL_MODEL_SYSTEM,
                 max_tokens=RESPONSE_TOKENS,
                 input_tokens=40,
@@ -81,7 +86,7 @@ def test_grpo_three_steps_on_replayed_pool(warm_router: Path, tmp_path: Path) ->
             "max_steps": "3",
             "max_turns": "1",
             "response_max_tokens": str(RESPONSE_TOKENS),
-            "temperature": "0.8",
+            "temperature": "1.0",
         },
     )
     captured: list[dict[str, Any]] = []

@@ -1,0 +1,27 @@
+"""Per-item scores from :mod:`app.metrics`, and the primary metric each task is judged by."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.evaluation.data import EvalItem
+from app.metrics import choice_match, exact_match, numeric_match, substring_match, token_f1
+
+PRIMARY = {"qa": "em", "math": "numeric", "choice": "choice"}
+"""QA: exact match (Router-R1's metric); math: final-number equality; multiple choice: the letter."""
+
+
+def score(item: EvalItem, answer: str) -> dict[str, Any]:
+    """EM, F1, substring EM, plus numeric (math) or choice-letter (choice) accuracy, and ``correct``."""
+    scores: dict[str, Any] = {
+        "em": exact_match(answer, item.answers),
+        "f1": token_f1(answer, item.answers),
+        "sub_em": substring_match(answer, item.answers),
+    }
+    if item.task == "math":
+        scores["numeric"] = numeric_match(answer, item.answers)
+    if item.task == "choice":
+        scores["choice"] = choice_match(answer, item.answers)
+    scores["primary"] = PRIMARY[item.task]
+    scores["correct"] = float(scores[PRIMARY[item.task]])
+    return scores
