@@ -50,6 +50,33 @@ class RunResult(BaseModel):
     latency_s: float
     hops: list[Hop]
 
+    @classmethod
+    def from_hops(
+        cls,
+        run_id: int,
+        graph: str,
+        question: str,
+        status: str,
+        answer: str,
+        error: str | None,
+        hops: list[Hop],
+        latency_s: float,
+    ) -> RunResult:
+        """A finished run whose totals are the sums over its hops (as the stored run row's are)."""
+        return cls(
+            run_id=run_id,
+            graph=graph,
+            question=question,
+            status=status,
+            answer=answer,
+            error=error,
+            total_cost=sum(h.cost for h in hops),
+            input_tokens=sum(h.input_tokens for h in hops),
+            output_tokens=sum(h.output_tokens for h in hops),
+            latency_s=latency_s,
+            hops=hops,
+        )
+
     def to_json_dict(self) -> dict[str, Any]:
         """The CLI's --json object."""
         return {
@@ -218,18 +245,8 @@ class RouteGraphService:
             error=error,
             trajectory=final.get("transcript"),
         )
-        yield RunResult(
-            run_id=run_id,
-            graph=graph,
-            question=question,
-            status=status,
-            answer=answer,
-            error=error,
-            total_cost=sum(h.cost for h in hops),
-            input_tokens=sum(h.input_tokens for h in hops),
-            output_tokens=sum(h.output_tokens for h in hops),
-            latency_s=time.perf_counter() - started,
-            hops=hops,
+        yield RunResult.from_hops(
+            run_id, graph, question, status, answer, error, hops, time.perf_counter() - started
         )
 
     async def aask(self, question: str, **options: Any) -> RunResult:
@@ -299,19 +316,8 @@ class RouteGraphService:
             db.add_hop(self._factory, run_id, index, **_hop_row(hop))
         status = "failed" if error else "ok"
         db.finish_run(self._factory, run_id, status=status, answer=answer, error=error)
-        return RunResult(
-            run_id=run_id,
-            graph=graph,
-            question=question,
-            status=status,
-            answer=answer,
-            error=error,
-            total_cost=sum(h.cost for h in hops),
-            input_tokens=sum(h.input_tokens for h in hops),
-            output_tokens=sum(h.output_tokens for h in hops),
-            latency_s=latency_s if latency_s is not None else sum(h.latency_s for h in hops),
-            hops=hops,
-        )
+        total_latency = latency_s if latency_s is not None else sum(h.latency_s for h in hops)
+        return RunResult.from_hops(run_id, graph, question, status, answer, error, hops, total_latency)
 
     # -- reading traces -------------------------------------------------------------------------------
     def list_runs(self, **filters: Any) -> Any:
