@@ -7,6 +7,7 @@ import json
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,34 @@ from storage import db
 from storage.cache import SqlResponseCache
 
 R = TypeVar("R")
+
+
+@dataclass
+class Recipe:
+    """What every training recipe names; GRPO and SFT recipes add their own fields and defaults."""
+
+    model: str = "smollm2-135m"
+    """A bundled GGUF name, a .gguf path, or a Hugging Face checkpoint (directory or hub id)."""
+    pool_file: str = "pools/local.yaml"
+    data: str = "../shared/data/nq_open_dev300.jsonl"
+    limit: int | None = 32
+    seed: int = 0
+    output_dir: str = "runs/train"
+    database_url: str | None = None
+    replay: str = "prefer"
+    """Replay cache mode for pool calls: off, prefer or only (only: no server is started)."""
+    max_steps: int = 3
+    learning_rate: float = 1e-5
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    use_lora: bool = False
+    lora_r: int = 16
+    use_cpu: bool = True
+    bf16: bool = False
+    save_steps: int = 0
+    """Checkpoint every N steps (0: only at the end and on Ctrl-C)."""
+    export_gguf: bool = True
+    """Write the trained router as GGUF for the embedded llama.cpp server (LLaMA-architecture routers)."""
 
 
 def load_recipe(cls: type[R], recipe_file: str | Path | None, overrides: dict[str, Any] | None = None) -> R:

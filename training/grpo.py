@@ -11,25 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from training.common import TrainingSession, load_recipe
+from training.common import Recipe, TrainingSession, load_recipe
 
 
 @dataclass
-class GRPORecipe:
-    model: str = "smollm2-135m"
-    """A bundled GGUF name, a .gguf path, or a Hugging Face checkpoint (directory or hub id)."""
-    pool_file: str = "pools/local.yaml"
+class GRPORecipe(Recipe):
     data: str = "../shared/data/nq_open_dev300.jsonl"
     """A QA JSONL file (question, answers) or 'traces' for labelled stored runs."""
-    limit: int | None = 32
-    seed: int = 0
     output_dir: str = "runs/grpo"
-    database_url: str | None = None
-    replay: str = "prefer"
-    max_steps: int = 3
-    learning_rate: float = 1e-5
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
     num_generations: int = 2
     beta: float = 0.0
     temperature: float = 1.0
@@ -40,18 +29,10 @@ class GRPORecipe:
     alpha: float = 0.0
     """Weight of the cost reward (Router-R1's α)."""
     metric: str = "em"
-    use_lora: bool = False
-    lora_r: int = 16
     gradient_checkpointing: bool = False
     """Trades compute for memory: worth it for billion-parameter routers on GPU, not for 135M on CPU."""
-    use_cpu: bool = True
-    bf16: bool = False
     use_vllm: bool = False
     vllm_mode: str = "colocate"
-    save_steps: int = 0
-    """Checkpoint every N steps (0: only at the end and on Ctrl-C)."""
-    export_gguf: bool = True
-    """Write the trained router as GGUF for the embedded llama.cpp server (LLaMA-architecture routers)."""
 
 
 def build_trainer(recipe: GRPORecipe, session: TrainingSession) -> Any:

@@ -12,31 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.common import TrainingSession, load_recipe
+from training.common import Recipe, TrainingSession, load_recipe
 
 
 @dataclass
-class SFTRecipe:
-    model: str = "smollm2-135m"
-    pool_file: str = "pools/local.yaml"
+class SFTRecipe(Recipe):
     data: str = "synthetic:../shared/data/nq_open_dev300.jsonl"
     limit: int | None = 64
-    seed: int = 0
     output_dir: str = "runs/sft"
-    database_url: str | None = None
     replay: str = "only"
     """SFT calls no model; 'only' also keeps the embedded servers from starting."""
     max_steps: int = 30
     learning_rate: float = 1e-4
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
     max_length: int = 1024
-    use_lora: bool = False
-    lora_r: int = 16
-    use_cpu: bool = True
-    bf16: bool = False
-    save_steps: int = 0
-    export_gguf: bool = True
 
 
 def sft_rows(recipe: SFTRecipe, session: TrainingSession) -> list[dict[str, Any]]:
