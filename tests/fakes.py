@@ -223,3 +223,13 @@ def fake(pool: Pool, name: str) -> ScriptedChatModel:
     factory = pool.client_factory
     assert isinstance(factory, ScriptedClientFactory), "not a fake pool"
     return factory.models[name.lower()]
+
+
+def think_route(model: str, query: str) -> str:
+    """A well-formed Router-R1 step that routes ``query`` to ``model``."""
+    return f"<think>I should ask another model.</think>\n<search> {model}: {query} </search>"
+
+
+def think_answer(answer: str) -> str:
+    """A well-formed Router-R1 step that answers."""
+    return f"<think>I know enough now.</think>\n<answer> {answer} </answer>"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,13 +85,6 @@ def eval_pool() -> Pool:
             BIG: [model_reply(BIG_RIGHT, "big")] * 500,
         }
     )
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ROUTEGRAPH_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

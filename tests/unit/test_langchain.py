@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,6 @@ def router_reply(messages: list[BaseMessage]) -> str:
 
 def routing_pool(runs: int = 1) -> Pool:
     return make_fake_pool({ROUTER: [router_reply] * (2 * runs), SMALL: ["Paris."] * runs})
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ROUTEGRAPH_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,18 @@ from app.pool import CallResult, EndpointError, ModelEntry, Pool
 from app.service import RouteGraphService
 from storage import db
 from storage.cache import SqlResponseCache
-from tests.fakes import FAKE_BASE_URL, ROUTER, SMALL, fake, fake_entry, make_fake_pool
+from tests.fakes import (
+    FAKE_BASE_URL,
+    ROUTER,
+    SMALL,
+    fake,
+    fake_entry,
+    make_fake_pool,
+    think_answer,
+    think_route,
+)
 
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ROUTEGRAPH_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -264,14 +265,6 @@ def test_concurrent_identical_puts_do_not_raise(tmp_path: Path) -> None:
 
 
 # -- through the service ------------------------------------------------------------------------------
-
-
-def think_route(model: str, query: str) -> str:
-    return f"<think>I should ask another model.</think>\n<search> {model}: {query} </search>"
-
-
-def think_answer(answer: str) -> str:
-    return f"<think>I know enough now.</think>\n<answer> {answer} </answer>"
 
 
 def test_service_replays_a_repeated_question(tmp_path: Path) -> None:

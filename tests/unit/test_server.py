@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,6 @@ from tests.unit.test_langchain import router_reply, routing_pool
 KEY = "sk-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ASK = {"model": "router-r1", "messages": [{"role": "user", "content": "Capital of France?"}]}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ROUTEGRAPH_"):
-            monkeypatch.delenv(name)
 
 
 def make_client(tmp_path: Path, pool: Pool, **limits: int) -> Iterator[tuple[TestClient, RouteGraphService]]:

@@ -17,26 +17,11 @@ from app.pool import Pool
 from app.service import QuestionError, RouteGraphService, RunResult
 from graphs.hops import Hop
 from storage import db
-from tests.fakes import BIG, ROUTER, SMALL, fake, make_fake_pool
+from tests.fakes import BIG, ROUTER, SMALL, fake, make_fake_pool, think_answer, think_route
 
 QUESTION = "What is the capital of France?"
 REQUEST = httpx.Request("POST", "http://fake.invalid/v1/chat/completions")
 HOP_KEYS = {"node", "model", "input_tokens", "output_tokens", "cost", "latency_s", "error"}
-
-
-def think_route(model: str, query: str) -> str:
-    return f"<think>I should ask another model.</think>\n<search> {model}: {query} </search>"
-
-
-def think_answer(answer: str) -> str:
-    return f"<think>I know enough now.</think>\n<answer> {answer} </answer>"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ROUTEGRAPH_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,25 +13,10 @@ from app.config import PROJECT_ROOT, Settings
 from app.pool import Pool
 from app.service import RouteGraphService
 from app.ui import resources
-from tests.fakes import BIG, ROUTER, SMALL, make_fake_pool
+from tests.fakes import BIG, ROUTER, SMALL, make_fake_pool, think_answer, think_route
 
 PAGES = PROJECT_ROOT / "app" / "ui" / "pages"
 QUESTION = "What is the capital of France?"
-
-
-def think_route(model: str, query: str) -> str:
-    return f"<think>I should ask another model.</think>\n<search> {model}: {query} </search>"
-
-
-def think_answer(answer: str) -> str:
-    return f"<think>I know enough now.</think>\n<answer> {answer} </answer>"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ROUTEGRAPH_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
