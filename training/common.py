@@ -49,6 +49,23 @@ class Recipe:
     export_gguf: bool = True
     """Write the trained router as GGUF for the embedded llama.cpp server (LLaMA-architecture routers)."""
 
+    def trainer_args(self) -> dict[str, Any]:
+        """The ``TrainingArguments`` every trainer takes from a recipe."""
+        return {
+            "output_dir": self.output_dir,
+            "max_steps": self.max_steps,
+            "learning_rate": self.learning_rate,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "use_cpu": self.use_cpu,
+            "bf16": self.bf16,
+            "logging_steps": 1,
+            "save_strategy": "steps" if self.save_steps else "no",
+            "save_steps": self.save_steps or 500,
+            "report_to": "none",
+            "seed": self.seed,
+        }
+
 
 def load_recipe(cls: type[R], recipe_file: str | Path | None, overrides: dict[str, Any] | None = None) -> R:
     """A recipe dataclass from a flat YAML file (keys = field names) plus ``key=value`` overrides."""

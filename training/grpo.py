@@ -56,31 +56,20 @@ def build_trainer(recipe: GRPORecipe, session: TrainingSession) -> Any:
         RouterR1Reward(names, recipe.alpha, recipe.metric),
         FormatReward(names),
         OutcomeReward(recipe.metric),
+        CostReward(),
     ]
-    rewards.append(CostReward())
     config = GRPOConfig(
-        output_dir=recipe.output_dir,
-        max_steps=recipe.max_steps,
-        learning_rate=recipe.learning_rate,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        **recipe.trainer_args(),
         num_generations=recipe.num_generations,
         max_completion_length=recipe.max_completion_tokens,
         beta=recipe.beta,
         temperature=recipe.temperature,
         # Only the combined reward trains; its parts are logged alongside with weight 0.
         reward_weights=[1.0, 0.0, 0.0, 0.0],
-        use_cpu=recipe.use_cpu,
-        bf16=recipe.bf16,
         gradient_checkpointing=recipe.gradient_checkpointing,
         use_vllm=recipe.use_vllm,
         vllm_mode=recipe.vllm_mode,
         generation_kwargs={"stop": ["</search>", "</answer>"]} if recipe.use_vllm else None,
-        logging_steps=1,
-        save_strategy="steps" if recipe.save_steps else "no",
-        save_steps=recipe.save_steps or 500,
-        report_to="none",
-        seed=recipe.seed,
         disable_tqdm=False,
     )
     trainer = GRPOTrainer(

@@ -48,21 +48,7 @@ def sft_rows(recipe: SFTRecipe, session: TrainingSession) -> list[dict[str, Any]
 def build_trainer(recipe: SFTRecipe, session: TrainingSession) -> Any:
     from trl import SFTConfig, SFTTrainer
 
-    config = SFTConfig(
-        output_dir=recipe.output_dir,
-        max_steps=recipe.max_steps,
-        learning_rate=recipe.learning_rate,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        max_length=recipe.max_length,
-        use_cpu=recipe.use_cpu,
-        bf16=recipe.bf16,
-        logging_steps=1,
-        save_strategy="steps" if recipe.save_steps else "no",
-        save_steps=recipe.save_steps or 500,
-        report_to="none",
-        seed=recipe.seed,
-    )
+    config = SFTConfig(**recipe.trainer_args(), max_length=recipe.max_length)
     return SFTTrainer(
         model=session.model_path,
         args=config,

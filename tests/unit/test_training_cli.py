@@ -52,3 +52,13 @@ def test_recipe_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "sft", "--recipe", str(bad)])
     assert result.exit_code == 2
     assert "flat mapping" in result.output
+
+
+def test_recipe_trainer_args_are_valid_trl_configs(tmp_path: Path) -> None:
+    from trl import GRPOConfig, SFTConfig
+
+    grpo = load_recipe(GRPORecipe, RECIPES / "grpo_cpu_smoke.yaml", {"output_dir": str(tmp_path / "g")})
+    config = GRPOConfig(**grpo.trainer_args(), num_generations=grpo.num_generations)
+    assert (config.max_steps, config.use_cpu, config.report_to) == (grpo.max_steps, True, [])
+    sft = load_recipe(SFTRecipe, RECIPES / "sft.yaml", {"output_dir": str(tmp_path / "s")})
+    assert SFTConfig(**sft.trainer_args(), max_length=sft.max_length).learning_rate == sft.learning_rate
