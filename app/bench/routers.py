@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.bench.data import Query, price, score_of
-from app.pool import ModelEntry, Pool
+from app.pool import EndpointError, ModelEntry, Pool
 from graphs.router_r1 import prompts
 
 LAMBDAS: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
@@ -201,6 +201,7 @@ class LLMRouter(Router):
         self.pool = pool
         self.max_tokens = max_tokens
         self.malformed = 0
+        self.failed = 0  # router calls that raised (endpoint down or slow)
 
     @classmethod
     def trained(cls, pool: Pool, gguf: str) -> LLMRouter:
@@ -217,14 +218,20 @@ class LLMRouter(Router):
         pool, router = self.pool, self.pool.router
         messages = prompts.router_messages(query.question, candidates)
         stop = [prompts.SEARCH_STOP]
-        if router.backend == "llamacpp":
-            grammar = prompts.step_grammar([m.name for m in candidates], allow_answer=False)
-            prompt = await pool.render_chat(router, messages)
-            result = await pool.complete(
-                router, prompt, max_tokens=self.max_tokens, stop=stop, extra_body={"grammar": grammar}
-            )
-        else:
-            result = await pool.chat(router, messages, max_tokens=self.max_tokens, stop=stop)
+        try:
+            if router.backend == "llamacpp":
+                grammar = prompts.step_grammar([m.name for m in candidates], allow_answer=False)
+                prompt = await pool.render_chat(router, messages)
+                result = await pool.complete(
+                    router, prompt, max_tokens=self.max_tokens, stop=stop, extra_body={"grammar": grammar}
+                )
+            else:
+                result = await pool.chat(router, messages, max_tokens=self.max_tokens, stop=stop)
+        except EndpointError:
+            # A slow or failing router must not abort a leaderboard: count it and fall back like a
+            # malformed reply does.
+            self.failed += 1
+            return _cheapest(candidates).name
         text = result.text if prompts.SEARCH_STOP in result.text else result.text + prompts.SEARCH_STOP
         action = prompts.parse_action(text, [m.name for m in candidates])
         if action.kind == "route" and action.model:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.bench import leaderboard, run
@@ -130,3 +131,12 @@ def test_leaderboard_writes_table_and_plot(pool: Pool, queries: list[Query], tmp
     text = (tmp_path / "recorded_routing.md").read_text()
     assert "RouteLLM summary" in text and "| oracle |" in text and "Per task" in text
     assert any(f.suffix == ".html" for f in files)
+
+
+def test_llm_router_that_fails_falls_back_to_the_cheapest(pool: Pool, queries: list[Query]) -> None:
+    # A slow or unreachable router must not abort a leaderboard run: it is counted and falls back.
+    down = make_fake_pool({"Fake-Router": [httpx.ConnectError("connection refused")]})
+    router = LLMRouter(Pool(down.router, pool.models, client_factory=down.client_factory))
+    cheapest = min(pool.models, key=price).name
+    assert asyncio.run(router.achoose(queries[0], pool.models)) == cheapest
+    assert (router.failed, router.malformed) == (1, 0)
