@@ -205,14 +205,7 @@ class RouteGraphService:
             raise QuestionError("the budget must be a positive amount of USD")
         compiled, context = self._graph_and_context(graph, budget_usd, max_turns)
         started = time.perf_counter()
-        run_id = db.create_run(
-            self._factory,
-            question=question,
-            graph=graph,
-            router_model=_router_label(self.pool.router),
-            pool_snapshot=self.pool.snapshot(),
-            owner=f"{socket.gethostname()}:{os.getpid()}",
-        )
+        run_id = self._open_run(question, graph)
         hops: list[Hop] = []
         final: dict[str, Any] = {}
         status, error = "ok", None
@@ -283,6 +276,17 @@ class RouteGraphService:
         finally:
             asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
 
+    def _open_run(self, question: str, graph: str) -> int:
+        """A new run row owned by this process, with the router and the prices in force now."""
+        return db.create_run(
+            self._factory,
+            question=question,
+            graph=graph,
+            router_model=_router_label(self.pool.router),
+            pool_snapshot=self.pool.snapshot(),
+            owner=f"{socket.gethostname()}:{os.getpid()}",
+        )
+
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._loop_lock:
             if self._loop is None:
@@ -304,14 +308,7 @@ class RouteGraphService:
 
         ``graph`` labels the method (e.g. ``single:Gemma-3-270M``); a run with an error is ``failed``.
         """
-        run_id = db.create_run(
-            self._factory,
-            question=question,
-            graph=graph,
-            router_model=_router_label(self.pool.router),
-            pool_snapshot=self.pool.snapshot(),
-            owner=f"{socket.gethostname()}:{os.getpid()}",
-        )
+        run_id = self._open_run(question, graph)
         for index, hop in enumerate(hops):
             db.add_hop(self._factory, run_id, index, **_hop_row(hop))
         status = "failed" if error else "ok"
