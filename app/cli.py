@@ -441,6 +441,18 @@ def train_grpo(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
         raise _fail(str(exc), 2) from None
 
 
+@train_app.command("allocate")
+def train_allocate(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
+    """Learning to allocate on recorded outcomes: SFT warm start, then GRPO on recorded score − λ·cost."""
+    from training import allocate
+
+    try:
+        for summary in allocate.main(str(recipe), _overrides(overrides)):
+            _report_training(summary)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+
 @train_app.command("alternate")
 def train_alternate(
     sft_recipe: Annotated[Path, typer.Option("--sft-recipe", help="SFT recipe YAML.")],
@@ -601,15 +613,10 @@ def bench_recorded(
     from app.bench.data import load_queries, split
     from app.bench.routers import LLMRouter
     from app.local_models import LocalServerError, LocalServers
-    from app.pool import EndpointError, PoolError, load_pool
+    from app.pool import EndpointError, PoolError
 
     try:
-        loaded = load_pool(pool)
-        models = [
-            m.model_copy(update={"outcomes": str(data.resolve())}) if m.backend == "recorded" else m
-            for m in loaded.models
-        ]
-        recorded = type(loaded)(loaded.router, models, loaded.source)
+        recorded = run.recorded_pool(pool, data)
         train, dev = split(load_queries(data))
         dev = dev[:limit] if limit else dev
         chosen = run.build(run.parse_routers(routers), recorded, router_gguf)
@@ -626,7 +633,7 @@ def bench_recorded(
         raise _fail(str(exc)) from None
     finally:
         servers.stop_all()
-    written = run.write(result, out, f"Routing on recorded outcomes of {len(models)} LLMs")
+    written = run.write(result, out, f"Routing on recorded outcomes of {len(recorded.models)} LLMs")
     console.print("wrote " + ", ".join(escape(str(p)) for p in written))
 
 

@@ -91,7 +91,7 @@ def load_recipe(cls: type[R], recipe_file: str | Path | None, overrides: dict[st
     return cls(**values)
 
 
-def _resolve(path: str) -> Path:
+def resolve_path(path: str) -> Path:
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() or candidate.exists() else PROJECT_ROOT / candidate
 
@@ -105,7 +105,7 @@ class TrainingSession:
         self.kind, self.recipe = kind, recipe
         settings = load_settings(**({"database_url": recipe.database_url} if recipe.database_url else {}))
         self.factory = db.session_factory(db.make_engine(settings.database_url))
-        self.pool: Pool = load_pool(_resolve(recipe.pool_file))
+        self.pool: Pool = load_pool(resolve_path(recipe.pool_file))
         self.pool.cache, self.pool.cache_mode = SqlResponseCache(self.factory), recipe.replay
         self.servers: LocalServers | None = None
         if recipe.replay != "only":
@@ -148,7 +148,7 @@ class TrainingSession:
         if recipe.data == "traces":
             rows, self.source_run_ids = grpo_rows_from_runs(self.factory, self.pool)
         else:
-            rows = grpo_rows_from_qa(_resolve(recipe.data), self.pool, recipe.limit, recipe.seed)
+            rows = grpo_rows_from_qa(resolve_path(recipe.data), self.pool, recipe.limit, recipe.seed)
         if not rows:
             raise ValueError(f"no training rows from {recipe.data}")
         self.dataset = Dataset.from_list(rows)
@@ -160,12 +160,27 @@ class TrainingSession:
             raise ValueError("no SFT rows: no successful labelled trajectories and no synthetic source")
         self.dataset = Dataset.from_list(rows)
 
-    def peft_config(self, use_lora: bool, r: int) -> Any:
+    def peft_config(self, use_lora: bool, r: int, last_layers: int = 0) -> Any:
+        """LoRA on every linear layer, or on those of the last ``last_layers`` blocks only."""
         if not use_lora:
             return None
         from peft import LoraConfig
+        from transformers import AutoConfig
 
-        return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+        layers: list[int] | None = None
+        if last_layers:
+            total = AutoConfig.from_pretrained(self.model_path).num_hidden_layers
+            layers = list(range(max(total - last_layers, 0), total))
+        return LoraConfig(
+            r=r,
+            lora_alpha=2 * r,
+            # the LLaMA-architecture projections ("all-linear" cannot be combined with a layer subset)
+            target_modules="all-linear"
+            if layers is None
+            else ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            layers_to_transform=layers,
+            task_type="CAUSAL_LM",
+        )
 
     # -- metrics --------------------------------------------------------------------------------------
     def callback(self, rollout: Any = None) -> Any:
@@ -222,26 +237,27 @@ class TrainingSession:
             final = output / "final"
             checkpoint: str | None = None
             if status != "failed":
-                trainer.save_model(str(final))
+                if self.recipe.use_lora:
+                    # A whole model, the adapter merged: the next stage, export and serving load it as is.
+                    trainer.model.merge_and_unload().save_pretrained(str(final))
+                else:
+                    trainer.save_model(str(final))
                 self.tokenizer.save_pretrained(str(final))
                 if self.source_gguf is not None:
                     (final / "SOURCE_GGUF").write_text(str(self.source_gguf))
                 checkpoint = str(final)
                 if self.source_gguf is not None and self.recipe.export_gguf:
-                    checkpoint = str(self._export(trainer, final))
+                    checkpoint = str(self._export(final))
             db.finish_training_run(self.factory, self.training_run_id, status=status, checkpoint=checkpoint)
         summary = self.summary()
         (output / "metrics.json").write_text(json.dumps(summary, indent=1))
         _reward_curve(summary["steps"], output / "reward_curve.html")
         return summary
 
-    def _export(self, trainer: Any, final: Path) -> Path:
+    def _export(self, final: Path) -> Path:
         from training.checkpoints import export_gguf
 
         assert self.source_gguf is not None
-        if self.recipe.use_lora:  # merge the adapter so the exported file is a whole model
-            merged = trainer.model.merge_and_unload()
-            merged.save_pretrained(str(final))
         return export_gguf(final, self.source_gguf, final / "router.gguf")
 
     def summary(self) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from graphs.router_r1 import prompts
 from storage import db
 
 
-def _messages(question: str, models: Sequence[ModelEntry]) -> list[dict[str, str]]:
+def router_prompt(question: str, models: Sequence[ModelEntry]) -> list[dict[str, str]]:
+    """Router-R1's prompt as chat messages in the conversational format TRL trainers read."""
     roles = {"system": "system", "human": "user"}
     return [{"role": roles[r], "content": c} for r, c in prompts.router_messages(question, models)]
 
@@ -50,7 +51,7 @@ def grpo_rows_from_qa(
 ) -> list[dict[str, Any]]:
     return [
         {
-            "prompt": _messages(row["question"], pool.models),
+            "prompt": router_prompt(row["question"], pool.models),
             "answers": row["answers"],
             "models": pool.names,
             "question": row["question"],
@@ -65,7 +66,7 @@ def grpo_rows_from_runs(factory: sessionmaker[Session], pool: Pool) -> tuple[lis
     for run, golds in db.labelled_runs(factory, graph="router-r1"):
         rows.append(
             {
-                "prompt": _messages(run.question, pool.models),
+                "prompt": router_prompt(run.question, pool.models),
                 "answers": golds,
                 "models": pool.names,
                 "question": run.question,
@@ -89,7 +90,7 @@ def sft_rows_from_runs(factory: sessionmaker[Session], pool: Pool) -> tuple[list
             continue
         rows.append(
             {
-                "prompt": _messages(run.question, pool.models),
+                "prompt": router_prompt(run.question, pool.models),
                 "completion": [{"role": "assistant", "content": trajectory}],
             }
         )
@@ -118,7 +119,7 @@ def synthetic_sft_rows(
         )
         rows.append(
             {
-                "prompt": _messages(row["question"], pool.models),
+                "prompt": router_prompt(row["question"], pool.models),
                 "completion": [{"role": "assistant", "content": trajectory}],
             }
         )

@@ -37,10 +37,10 @@ def sft_rows(recipe: SFTRecipe, session: TrainingSession) -> list[dict[str, Any]
         rows, session.source_run_ids = r2_sft_rows_from_runs(session.factory, session.pool)
         return rows
     if recipe.data.startswith("synthetic:"):
-        from training.common import _resolve
+        from training.common import resolve_path
 
         return synthetic_sft_rows(
-            _resolve(recipe.data.removeprefix("synthetic:")), session.pool, recipe.limit
+            resolve_path(recipe.data.removeprefix("synthetic:")), session.pool, recipe.limit
         )
     raise ValueError(f"data must be 'traces', 'r2:traces' or 'synthetic:<QA file>', not {recipe.data!r}")
 

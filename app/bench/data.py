@@ -13,6 +13,10 @@ from app.pool import ModelEntry, Pool, estimate_input_tokens
 
 SPLIT_SEED = 13
 DEV_FRACTION = 0.2
+ROUTER_QUESTION_CHARS = 400
+"""An LLM router sees a query's first characters only: enough to tell the task, and it keeps the prompt
+(already ~1,000 tokens of model descriptors) short enough to train on a CPU. Training and evaluation
+share it."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,26 @@ def split(
         rng.shuffle(ids)
         dev_ids.update(ids[: round(len(ids) * dev_fraction)])
     return [q for q in queries if q.id not in dev_ids], [q for q in queries if q.id in dev_ids]
+
+
+def stratified(queries: Sequence[Query], n: int) -> list[Query]:
+    """``n`` queries taken round-robin over tasks (each task's in file order): a slice every task is in."""
+    by_task: dict[str, list[Query]] = defaultdict(list)
+    for q in queries:
+        by_task[q.task].append(q)
+    queues = [list(reversed(by_task[t])) for t in sorted(by_task)]
+    picked: list[Query] = []
+    while len(picked) < min(n, len(queries)):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(queue.pop())
+    return picked
+
+
+def router_question(query: Query) -> str:
+    """The query text an LLM router is shown (cut at ``ROUTER_QUESTION_CHARS``, marked with an ellipsis)."""
+    text = query.question.strip()
+    return text if len(text) <= ROUTER_QUESTION_CHARS else text[:ROUTER_QUESTION_CHARS].rstrip() + " …"
 
 
 def price(entry: ModelEntry) -> float:

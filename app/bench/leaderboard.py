@@ -188,20 +188,30 @@ def markdown(
 
 
 def _subset_table(subset: dict[str, list[Point]], n: int) -> list[str]:
+    summary = summarise(subset)
+    best = summary.best_single
     lines = [
         "",
-        f"## LLM routers on the first {n} dev queries (every router on the same subset)",
+        f"## LLM routers on a task-stratified slice of {n} dev queries (every router on the same slice)",
         "",
-        "| router | score | $/1M | calls per model |",
-        "|---|---:|---:|---|",
+        f"Best single model on this slice: {best.label}, score {best.score:.3f} at ${best.price:.2f}/1M.",
+        "",
+        "| router | λ | score | $/1M | saving at 95% of best single | score at best single's cost "
+        "| calls per model |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for label, pts in subset.items():
-        p = headline(pts)
-        lines.append(f"| {label} | {p.score:.3f} | {p.price:.3f} | {_calls(p, n)} |")
+        saving, at_cost = summary.saving_at_95.get(label), summary.score_at_best_cost.get(label)
+        for p in pts:
+            lines.append(
+                f"| {label} | {p.knob:g} | {p.score:.3f} | {p.price:.3f} | {_fmt(saving, pct=True)} "
+                f"| {_fmt(at_cost)} | {_calls(p, n)} |"
+            )
+            saving = at_cost = None  # a curve's summary is shown once, on its first row
     return lines
 
 
-def plot(curves: dict[str, list[Point]], out: Path, title: str) -> list[Path]:
+def plot(curves: dict[str, list[Point]], out: Path, title: str, stem: str = "recorded_routing") -> list[Path]:
     """Cost-vs-score plot (plotly HTML; PNG too when kaleido is installed). Returns the files written."""
     import plotly.graph_objects as go
 
@@ -244,11 +254,11 @@ def plot(curves: dict[str, list[Point]], out: Path, title: str) -> list[Path]:
         title=title, xaxis_title="mean price of chosen model (USD / 1M tokens)", yaxis_title="mean score"
     )
     out.mkdir(parents=True, exist_ok=True)
-    html = out / "recorded_routing.html"
+    html = out / f"{stem}.html"
     fig.write_html(html, include_plotlyjs="cdn")
     written = [html]
     try:
-        png = out / "recorded_routing.png"
+        png = out / f"{stem}.png"
         fig.write_image(png)
         written.append(png)
     except Exception:  # no kaleido / no Chrome: HTML only

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.bench.data import Query, price, score_of
+from app.bench.data import Query, price, router_question, score_of
 from app.pool import EndpointError, ModelEntry, Pool
 from graphs.router_r1 import prompts
 
@@ -202,13 +202,18 @@ class LLMRouter(Router):
         self.max_tokens = max_tokens
         self.malformed = 0
         self.failed = 0  # router calls that raised (endpoint down or slow)
+        self._label: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self._label or self.name
 
     @classmethod
-    def trained(cls, pool: Pool, gguf: str) -> LLMRouter:
+    def trained(cls, pool: Pool, gguf: str, label: str = "llm-trained") -> LLMRouter:
         """The same router pointed at trained weights (a .gguf path), served by llama.cpp."""
         entry = pool.router.model_copy(update={"backend": "llamacpp", "gguf": gguf, "hf_model": None})
         router = cls(pool.with_router(entry))
-        router.name = "llm-trained"  # type: ignore[misc]
+        router._label = label
         return router
 
     def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
@@ -216,7 +221,7 @@ class LLMRouter(Router):
 
     async def achoose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
         pool, router = self.pool, self.pool.router
-        messages = prompts.router_messages(query.question, candidates)
+        messages = prompts.router_messages(router_question(query), candidates)
         stop = [prompts.SEARCH_STOP]
         try:
             if router.backend == "llamacpp":

@@ -8,13 +8,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.bench import leaderboard
-from app.bench.data import Query
+from app.bench.data import Query, stratified
 from app.bench.leaderboard import Point
 from app.bench.routers import CLASSICAL, REGISTRY, LLMRouter, RandomRouter, Router
-from app.pool import Pool, PoolError
+from app.pool import Pool, PoolError, load_pool
 
 LLM_ROUTERS = ("llm-zero-shot", "llm-trained")
 ALL = (*CLASSICAL, "llm-zero-shot")
+
+
+def recorded_pool(pool_file: Path, data: Path) -> Pool:
+    """A pool file whose recorded models replay ``data`` (the outcome file the benchmark reads)."""
+    loaded = load_pool(pool_file)
+    models = [
+        m.model_copy(update={"outcomes": str(data.resolve())}) if m.backend == "recorded" else m
+        for m in loaded.models
+    ]
+    return type(loaded)(loaded.router, models, loaded.source)
 
 
 def parse_routers(spec: str) -> list[str]:
@@ -56,17 +66,18 @@ class BenchResult:
 async def run(
     routers: Sequence[Router], train: Sequence[Query], dev: Sequence[Query], pool: Pool, llm_limit: int
 ) -> BenchResult:
-    """Classical routers sweep all of dev; LLM routers run on dev[:llm_limit], beside every other router."""
+    """Classical routers sweep all of dev; LLM routers run on a task-stratified ``llm_limit`` slice of dev,
+    where every other router is evaluated too."""
     classical = [r for r in routers if not isinstance(r, LLMRouter)]
     llms = [r for r in routers if isinstance(r, LLMRouter)]
     for router in routers:
         router.fit(train, pool.models)
     curves = {r.label: await leaderboard.sweep(r, dev, pool) for r in classical}
     subset: dict[str, list[Point]] = {}
-    head = list(dev[:llm_limit])
+    head = stratified(dev, llm_limit)
     if llms:
         for router in classical:
-            subset[router.label] = [await leaderboard.evaluate(router, head, pool)]
+            subset[router.label] = await leaderboard.sweep(router, head, pool)
         for router in llms:
             subset[router.label] = [await leaderboard.evaluate(router, head, pool)]
     malformed = {r.label: r.malformed for r in llms}
@@ -84,7 +95,11 @@ def write(result: BenchResult, out: Path, title: str) -> list[Path]:
         )
     table = out / "recorded_routing.md"
     table.write_text(text)
-    return [table, *leaderboard.plot(result.curves, out, title)]
+    written = [table, *leaderboard.plot(result.curves, out, title)]
+    if result.subset:
+        subtitle = f"{title}: LLM routers ({result.n_subset} dev queries)"
+        written += leaderboard.plot(result.subset, out, subtitle, "recorded_routing_llm")
+    return written
 
 
 def run_sync(

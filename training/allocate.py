@@ -1,0 +1,245 @@
+"""Learning to allocate on recorded outcomes: ``routegraph train allocate --recipe training/recipes/X.yaml``.
+
+The router reads Router-R1's own prompt (the query, cut at ``ROUTER_QUESTION_CHARS``, plus every model's
+descriptor and price) and writes one route step, ``<think>…</think>`` then ``<search> MODEL: … </search>``.
+Its reward is the chosen model's recorded score on the query − λ · price / max price, plus the format reward
+(:class:`training.rewards.AllocationReward`, :class:`training.rewards.AllocationFormatReward`).
+
+Two stages, R2-Reasoner's SFT-then-RL schedule, in one ``main``:
+
+1. SFT warm start (``sft_steps`` > 0). A 135M model never writes the protocol unprompted, so GRPO would see
+   no signal. The targets teach the format and a task-level prior: for a train query, the model with the
+   best mean reward (same λ) over the train queries of its task, with a thought that names the task kind.
+2. GRPO from the warm-start weights on per-query recorded rewards: the policy moves from the task prior to
+   whatever each query's wording predicts.
+
+Only the train part of :func:`app.bench.data.split` is read; the dev part stays for the leaderboard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.bench.data import Query, load_queries, price, router_question, score_of, split
+from app.pool import ModelEntry, Pool
+from training.common import Recipe, TrainingSession, load_recipe, resolve_path
+from training.data import router_prompt
+
+ROUTED_QUERY = "the question above"
+"""The route call's sub-query: allocation hands the whole question to the chosen model."""
+
+TASK_KINDS = {
+    "agentverse-logicgrid": "a logic grid puzzle",
+    "agentverse-mgsm": "a multilingual maths word problem",
+    "arc_challenge": "a multiple-choice science question",
+    "commongen": "a sentence to write from given concepts",
+    "commonsense_qa": "a commonsense multiple-choice question",
+    "gpqa": "a graduate-level science question",
+    "gsm8k": "a maths word problem",
+    "human_eval": "a Python function to complete",
+    "math": "a competition maths problem",
+    "mbpp": "a short Python programming task",
+    "mmlu": "a multiple-choice exam question",
+    "natural_qa": "an open factual question",
+    "openbook_qa": "an elementary science multiple-choice question",
+    "trivia_qa": "a trivia question",
+}
+
+
+@dataclass
+class AllocateRecipe(Recipe):
+    pool_file: str = "pools/recorded_9llm.yaml"
+    data: str = "../shared/data/routing_outcomes/train.jsonl"
+    limit: int | None = 64
+    """GRPO prompts, drawn from the train split, a seeded shuffle."""
+    output_dir: str = "runs/allocate"
+    replay: str = "only"
+    """Recorded models call nothing; 'only' also keeps the embedded servers from starting."""
+    lam: float = 0.05
+    """λ: weight of the normalised price in the reward (0 = score only)."""
+    sft_examples: int = 256
+    """Warm-start rows, balanced over tasks (0 with sft_steps 0 skips the stage)."""
+    sft_steps: int = 64
+    sft_learning_rate: float = 2e-4
+    sft_max_length: int = 2048
+    max_steps: int = 30
+    """GRPO steps."""
+    learning_rate: float = 2e-5
+    num_generations: int = 4
+    temperature: float = 1.0
+    beta: float = 0.0
+    max_completion_tokens: int = 64
+    use_lora: bool = True
+    lora_last_layers: int = 8
+    """LoRA on the last N transformer blocks only: backpropagation then stops there, which is what makes
+    ~1,100-token prompts trainable on a CPU (0: every block)."""
+
+
+# -- rows -----------------------------------------------------------------------------------------------
+def route_completion(thought: str, model: str) -> str:
+    """One allocation step in the Router-R1 action format (what the graph's step grammar accepts)."""
+    return f"<think>{thought}</think>\n<search> {model}: {ROUTED_QUERY} </search>"
+
+
+def task_prior(train: Sequence[Query], models: Sequence[ModelEntry], lam: float) -> dict[str, ModelEntry]:
+    """Per task, the model with the best mean reward (score − λ · price / max price) on the train queries."""
+    top = max(price(m) for m in models) or 1.0
+    by_task: dict[str, list[Query]] = defaultdict(list)
+    for query in train:
+        by_task[query.task].append(query)
+
+    def mean_reward(queries: list[Query], m: ModelEntry) -> float:
+        return sum(score_of(q, m) for q in queries) / len(queries) - lam * price(m) / top
+
+    return {
+        task: max(models, key=lambda m: (mean_reward(queries, m), -price(m)))
+        for task, queries in by_task.items()
+    }
+
+
+def sft_rows(
+    train: Sequence[Query], models: Sequence[ModelEntry], lam: float, limit: int, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Warm-start rows, round-robin over tasks so that every task is taught."""
+    prior = task_prior(train, models, lam)
+    by_task: dict[str, list[Query]] = defaultdict(list)
+    for query in train:
+        by_task[query.task].append(query)
+    rng = random.Random(seed)
+    for queries in by_task.values():
+        rng.shuffle(queries)
+    picked: list[Query] = []
+    while len(picked) < limit and any(by_task.values()):
+        for task in sorted(by_task):
+            if by_task[task] and len(picked) < limit:
+                picked.append(by_task[task].pop())
+    rows = []
+    for query in picked:
+        chosen = prior[query.task].name
+        kind = TASK_KINDS.get(query.task, "a question")
+        rows.append(
+            {
+                "prompt": router_prompt(router_question(query), models),
+                "completion": [
+                    {"role": "assistant", "content": route_completion(f"This is {kind}.", chosen)}
+                ],
+            }
+        )
+    return rows
+
+
+def grpo_rows(
+    queries: Sequence[Query], models: Sequence[ModelEntry], limit: int | None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """GRPO rows: the prompt plus what the reward reads (aligned names, recorded scores and prices)."""
+    chosen = list(queries)
+    random.Random(seed).shuffle(chosen)
+    return [
+        {
+            "prompt": router_prompt(router_question(q), models),
+            "models": [m.name for m in models],
+            "scores": [score_of(q, m) for m in models],
+            "prices": [price(m) for m in models],
+            "task": q.task,
+        }
+        for q in chosen[:limit]
+    ]
+
+
+def train_queries(recipe: AllocateRecipe, pool: Pool) -> list[Query]:
+    queries = load_queries(resolve_path(recipe.data))
+    missing = [m.served_id for m in pool.models if m.served_id not in queries[0].scores]
+    if missing:
+        raise ValueError(f"{recipe.data}: no recorded scores for pool models {missing}")
+    return split(queries)[0]
+
+
+# -- trainers -------------------------------------------------------------------------------------------
+def _dataset(rows: list[dict[str, Any]]) -> Any:
+    from datasets import Dataset
+
+    if not rows:
+        raise ValueError("no training rows")
+    return Dataset.from_list(rows)
+
+
+def build_sft_trainer(recipe: AllocateRecipe, session: TrainingSession, train: Sequence[Query]) -> Any:
+    from trl import SFTConfig, SFTTrainer
+
+    session.dataset = _dataset(
+        sft_rows(train, session.pool.models, recipe.lam, recipe.sft_examples, recipe.seed)
+    )
+    return SFTTrainer(
+        model=session.model_path,
+        args=SFTConfig(
+            **recipe.trainer_args(), max_length=recipe.sft_max_length, gradient_checkpointing=False
+        ),
+        train_dataset=session.dataset,
+        processing_class=session.tokenizer,
+        peft_config=session.peft_config(recipe.use_lora, recipe.lora_r, recipe.lora_last_layers),
+        callbacks=[session.callback()],
+    )
+
+
+def build_grpo_trainer(recipe: AllocateRecipe, session: TrainingSession, train: Sequence[Query]) -> Any:
+    from trl import GRPOConfig, GRPOTrainer
+
+    from training.rewards import AllocationFormatReward, AllocationReward
+
+    session.dataset = _dataset(grpo_rows(train, session.pool.models, recipe.limit, recipe.seed))
+    rewards: list[Any] = [AllocationReward(recipe.lam), AllocationFormatReward()]
+    config = GRPOConfig(
+        **recipe.trainer_args(),
+        num_generations=recipe.num_generations,
+        max_completion_length=recipe.max_completion_tokens,
+        beta=recipe.beta,
+        temperature=recipe.temperature,
+        # Recomputing activations would also carry backpropagation below the LoRA blocks.
+        gradient_checkpointing=False,
+        disable_tqdm=False,
+    )
+    return GRPOTrainer(
+        model=session.model_path,
+        reward_funcs=rewards,
+        args=config,
+        train_dataset=session.dataset,
+        processing_class=session.tokenizer,
+        peft_config=session.peft_config(recipe.use_lora, recipe.lora_r, recipe.lora_last_layers),
+        callbacks=[session.callback()],
+    )
+
+
+def main(recipe_file: str | None = None, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Warm start (unless ``sft_steps`` is 0), then GRPO; each stage's summary, in order."""
+    recipe = load_recipe(AllocateRecipe, recipe_file, overrides)
+    summaries = []
+    model = recipe.model
+    if recipe.sft_steps > 0:
+        stage = dataclasses.replace(
+            recipe,
+            max_steps=recipe.sft_steps,
+            learning_rate=recipe.sft_learning_rate,
+            output_dir=str(Path(recipe.output_dir) / "sft"),
+        )
+        with TrainingSession.open("sft-allocate", stage) as session:
+            trainer = build_sft_trainer(stage, session, train_queries(stage, session.pool))
+            summaries.append(session.train(trainer))
+        model = str(Path(stage.output_dir) / "final")
+    if recipe.max_steps > 0:
+        stage = dataclasses.replace(recipe, model=model, output_dir=str(Path(recipe.output_dir) / "grpo"))
+        with TrainingSession.open("grpo-allocate", stage) as session:
+            trainer = build_grpo_trainer(stage, session, train_queries(stage, session.pool))
+            summaries.append(session.train(trainer))
+    return summaries
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
