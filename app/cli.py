@@ -82,6 +82,11 @@ def ask(
                     result = service.ask(question, graph=graph, budget_usd=budget, max_turns=max_turns)
         except QuestionError as exc:
             raise _fail(str(exc), 2) from None
+    _report_run(result, as_json)
+
+
+def _report_run(result: Any, as_json: bool) -> None:
+    """A finished run as a hop table and its answer (or one JSON object); exit 1 unless it is ok."""
     if as_json:
         typer.echo(json.dumps(result.to_json_dict()))
     else:
@@ -154,6 +159,11 @@ def traces_show(run_id: int, config: ConfigOpt = None) -> None:
         f"[bold]run {run.id}[/bold] · {escape(run.graph)} · {escape(run.status)} · "
         f"router {escape(str(run.router_model))}"
     )
+    if run.graph_version or run.router_checkpoint:
+        console.print(
+            f"[dim]graph {escape(str(run.graph_version))} · router weights "
+            f"{escape(str(run.router_checkpoint))}[/dim]"
+        )
     console.print(f"question: {escape(run.question)}")
     console.print(f"answer:   {escape(str(run.answer))}")
     if run.error:
@@ -164,6 +174,40 @@ def traces_show(run_id: int, config: ConfigOpt = None) -> None:
         query = f" ← {hop.sub_query}" if hop.sub_query else ""
         header = escape(f"#{hop.index} {hop.node} {hop.model}{query}")
         console.print(f"[dim]{header}[/dim]\n{escape(text or '')}", markup=True)
+
+
+@traces_app.command("resume")
+def traces_resume(
+    run_id: Annotated[int, typer.Argument(help="The interrupted run's id.")],
+    pool: PoolOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Continue an interrupted run (failed, or left running by a process that died) from its last step.
+
+    The remaining hops are added to the same run, which then finishes as usual. Give the same --pool the
+    run used.
+    """
+    from app.local_models import LocalServerError
+    from app.service import ResumeError
+
+    settings = _settings(config, pool_file=pool)
+    with _service(settings, start_servers=False, quiet=True) as service:
+        try:
+            service.check_resumable(run_id)  # before starting any model server
+            if as_json:
+                service.start_servers()
+                result = service.resume(run_id)
+            else:
+                with err_console.status("Starting model servers…"):
+                    service.start_servers()
+                with err_console.status(f"Resuming run {run_id}…"):
+                    result = service.resume(run_id)
+        except ResumeError as exc:
+            raise _fail(str(exc)) from None
+        except LocalServerError as exc:
+            raise _fail(str(exc)) from None
+    _report_run(result, as_json)
 
 
 def _store(settings: Settings) -> Any:
@@ -274,6 +318,10 @@ def traces_import_qa(
         f"{len(rows)} QA rows: {result.attached} attached to stored runs, {result.pending} pending "
         f"questions, {result.unchanged} already imported"
     )
+    with _service(_settings(config), start_servers=False, quiet=True) as service:
+        scored = service.score_labelled()
+    if scored:
+        console.print(f"{scored} runs scored (Router-R1 rewards stored)")
 
 
 @traces_app.command("prune")

@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         description="Replay cache: off (always call; answers are still recorded), prefer (recorded answer "
         "when the identical request was made before), only (never call a model; a miss is an error).",
     )
+    reward_alpha: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Router-R1 reward stored for runs with a gold answer: cost share of a right answer.",
+    )
+    reward_metric: Literal["em", "f1"] = Field(
+        default="em", description="Router-R1 reward's outcome metric: exact match (em) or token F1 (f1)."
+    )
     request_timeout_s: float = Field(default=60.0, gt=0, description="Per-call timeout for any endpoint.")
     local_threads: int = Field(default=2, ge=1, description="CPU threads for each embedded llama.cpp server.")
     local_ctx: int = Field(default=8192, ge=512, description="Context (all slots) of each embedded server.")

@@ -7,23 +7,28 @@ mid-run leaves every completed hop in the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from app.checkpointer import Checkpoints, thread_config
 from app.config import Settings
 from app.local_models import LocalServers
 from app.metrics import substring_match
 from app.pool import ModelEntry, Pool, load_pool
+from app.provenance import graph_version, router_weights
+from app.scoring import SCORED_GRAPHS, RewardConfig, score_trajectory
 from graphs.hops import Hop
 from storage import db
 from storage.cache import SqlResponseCache
@@ -35,6 +40,10 @@ GRAPHS = ("router-r1", "r2-reasoner")
 
 class QuestionError(ValueError):
     """The question cannot be asked (empty, or an unknown graph)."""
+
+
+class ResumeError(ValueError):
+    """The run cannot be resumed (unknown, finished, still running, no checkpoint); the message says why."""
 
 
 class RunResult(BaseModel):
@@ -113,6 +122,7 @@ class RouteGraphService:
     pool: Pool
     servers: LocalServers | None = None
     _factory: Any = field(default=None, repr=False)
+    _checkpoints: Checkpoints = field(default_factory=lambda: Checkpoints("sqlite://"), repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -130,12 +140,18 @@ class RouteGraphService:
             )
         service = cls(settings=settings, pool=pool)
         service._factory = db.session_factory(db.make_engine(settings.database_url))
+        service._checkpoints = Checkpoints(settings.database_url)
         db.mark_orphaned(service._factory, socket.gethostname(), _pid_alive)
         pool.cache, pool.cache_mode = SqlResponseCache(service._factory), settings.replay
         if start_servers:
-            service.servers = LocalServers(settings)
-            service.servers.start_for(pool)
+            service.start_servers()
         return service
+
+    def start_servers(self) -> None:
+        """Start the pool's embedded model servers (``create`` does, unless told not to)."""
+        if self.servers is None:
+            self.servers = LocalServers(self.settings)
+            self.servers.start_for(self.pool)
 
     @property
     def sessions(self) -> Any:
@@ -155,39 +171,52 @@ class RouteGraphService:
         self.close()
 
     # -- running --------------------------------------------------------------------------------------
+    def _options(self, graph: str, budget_usd: float | None, max_turns: int | None) -> dict[str, Any]:
+        """The run's options with the settings' defaults filled in: stored on the run, so a resume uses them.
+
+        For r2-reasoner ``max_turns`` bounds the number of subtasks.
+        """
+        s = self.settings
+        default_turns = s.r2_max_subtasks if graph == "r2-reasoner" else s.max_turns
+        return {
+            "budget_usd": budget_usd if budget_usd is not None else s.budget_usd,
+            "max_turns": max_turns if max_turns is not None else default_turns,
+        }
+
     def _graph_and_context(
-        self, graph: str, budget_usd: float | None, max_turns: int | None
-    ) -> tuple[Any, Any]:
+        self, graph: str, budget_usd: float, max_turns: int
+    ) -> tuple[Any, Any, dict[str, Any]]:
+        """The compiled graph (no checkpointer yet), its runtime context and extra run config."""
         s = self.settings
         if graph == "router-r1":
             from graphs.router_r1.graph import graph as compiled
             from graphs.router_r1.state import RouterR1Context
 
-            return compiled, RouterR1Context(
+            context = RouterR1Context(
                 pool=self.pool,
-                budget_usd=budget_usd if budget_usd is not None else s.budget_usd,
-                max_turns=max_turns if max_turns is not None else s.max_turns,
+                budget_usd=budget_usd,
+                max_turns=max_turns,
                 response_max_tokens=s.response_max_tokens,
                 router_max_tokens=s.router_max_tokens,
                 min_routes=s.min_routes,
             )
+            return compiled, context, {}
         if graph == "r2-reasoner":
             from graphs.r2_reasoner.graph import graph as r2_graph
             from graphs.r2_reasoner.graph import recursion_limit
             from graphs.r2_reasoner.state import R2Context
 
-            # For this graph --max-turns bounds the number of subtasks.
-            max_subtasks = max_turns if max_turns is not None else s.r2_max_subtasks
-            return r2_graph.with_config(recursion_limit=recursion_limit(max_subtasks)), R2Context(
+            r2_context = R2Context(
                 pool=self.pool,
-                budget_usd=budget_usd if budget_usd is not None else s.budget_usd,
-                max_subtasks=max_subtasks,
+                budget_usd=budget_usd,
+                max_subtasks=max_turns,
                 allocation=s.r2_allocation,
                 escalate=s.r2_escalate,
                 aggregator=s.r2_aggregator,
                 response_max_tokens=s.response_max_tokens,
                 router_max_tokens=s.router_max_tokens,
             )
+            return r2_graph, r2_context, {"recursion_limit": recursion_limit(max_turns)}
         raise QuestionError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
 
     async def astream(
@@ -198,48 +227,168 @@ class RouteGraphService:
         budget_usd: float | None = None,
         max_turns: int | None = None,
     ) -> AsyncGenerator[Hop | RunResult, None]:
-        """Yield each hop as the graph makes it (already stored), then the finished run."""
+        """Yield each hop as the graph makes it (already stored), then the finished run.
+
+        The graph runs as LangGraph thread ``run-<id>``, checkpointed after every super-step in the trace
+        store's database, so an interrupted run can be continued with :meth:`aresume`.
+        """
         if not question or not question.strip():
             raise QuestionError("the question is empty")
         if budget_usd is not None and budget_usd <= 0:
             raise QuestionError("the budget must be a positive amount of USD")
-        compiled, context = self._graph_and_context(graph, budget_usd, max_turns)
+        if graph not in GRAPHS:
+            raise QuestionError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
+        options = self._options(graph, budget_usd, max_turns)
+        compiled, context, extra = self._graph_and_context(graph, **options)
+        async with self._checkpoints.open() as saver:
+            run_id = self._open_run(question, graph, options)
+            config = thread_config(db.checkpoint_thread_id(run_id), **extra)
+            runnable = compiled.copy(update={"checkpointer": saver})
+            start = {"question": question}
+            # aclosing: a caller that stops reading closes the inner generator now, so the run is
+            # marked 'cancelled' before the close returns (not whenever the generator is collected).
+            run = self._drive(runnable, config, context, start, run_id, graph, question, hops=[], seen=set())
+            async with aclosing(run):
+                async for item in run:
+                    yield item
+
+    async def aresume(self, run_id: int) -> AsyncGenerator[Hop | RunResult, None]:
+        """Continue an interrupted graph run from its last checkpoint, on the same run row.
+
+        Resumable: a 'failed' run (an error, a cancelled stream, or a process that died: ``mark_orphaned``
+        marks those 'interrupted') and a 'running' run whose process on this host is gone. The remaining
+        hops are appended after the stored ones (a hop the checkpoint has but the store missed is stored
+        first; none is stored twice) and the run finishes as a fresh one would. Raises
+        :class:`ResumeError` for an unknown, finished or live run, or one without a checkpoint.
+        """
+        run = db.get_run(self._factory, run_id)
+        self._check_resumable(run_id, run)
+        assert run is not None
+        stored_options = run.options or {}
+        options = self._options(run.graph, stored_options.get("budget_usd"), stored_options.get("max_turns"))
+        compiled, context, extra = self._graph_and_context(run.graph, **options)
+        config = thread_config(db.checkpoint_thread_id(run_id), **extra)
+        async with self._checkpoints.open() as saver:
+            runnable = compiled.copy(update={"checkpointer": saver})
+            snapshot = await runnable.aget_state(config)
+            if snapshot.created_at is None:
+                raise self._no_checkpoint(run_id)
+            if not db.claim_run(self._factory, run_id, _owner(), status=run.status, previous_owner=run.owner):
+                raise ResumeError(f"run {run_id} changed while resuming it (did another process resume it?)")
+            hops = [_hop_from_row(row) for row in run.hops]
+            seen = {_row_key(row) for row in run.hops}
+            for hop in snapshot.values.get("hops", []):  # checkpointed, but the process died before storing
+                if _hop_key(hop) not in seen:
+                    seen.add(_hop_key(hop))
+                    db.add_hop(self._factory, run_id, len(hops), **_hop_row(hop))
+                    hops.append(hop)
+            rest = self._drive(
+                runnable, config, context, None, run_id, run.graph, run.question, hops=hops, seen=seen
+            )
+            async with aclosing(rest):
+                async for item in rest:
+                    yield item
+
+    def check_resumable(self, run_id: int) -> None:
+        """Raise :class:`ResumeError` unless :meth:`resume` can continue this run (no model is called)."""
+        self._check_resumable(run_id, db.get_run(self._factory, run_id))
+
+        async def has_checkpoint() -> bool:
+            async with self._checkpoints.open() as saver:
+                config = thread_config(db.checkpoint_thread_id(run_id))
+                return await saver.aget_tuple(config) is not None  # type: ignore[arg-type]
+
+        if not asyncio.run_coroutine_threadsafe(has_checkpoint(), self._event_loop()).result():
+            raise self._no_checkpoint(run_id)
+
+    def _no_checkpoint(self, run_id: int) -> ResumeError:
+        where = "" if self._checkpoints.durable else " (an in-memory store keeps them in its process)"
+        return ResumeError(
+            f"run {run_id} has no checkpoint to resume from{where}: it ran before routegraph kept "
+            "checkpoints, or they were removed"
+        )
+
+    def _check_resumable(self, run_id: int, run: Any) -> None:
+        if run is None:
+            raise ResumeError(f"no run with id {run_id}")
+        if run.graph not in GRAPHS:
+            raise ResumeError(f"run {run_id} ({run.graph}) was recorded directly, not run by a graph")
+        if run.status == "ok":
+            raise ResumeError(f"run {run_id} already finished (status ok): nothing to resume")
+        if run.status == "pending":
+            raise ResumeError(f"run {run_id} is a pending dataset question that no graph ran yet: ask it")
+        if run.status == "running" and run.owner:
+            host, _, pid = str(run.owner).rpartition(":")
+            if host != socket.gethostname():
+                raise ResumeError(f"run {run_id} is running on {host}: resume it there if that process died")
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                raise ResumeError(f"run {run_id} is still running (process {pid})")
+        elif run.status not in ("failed", "running"):
+            raise ResumeError(f"run {run_id} has status {run.status!r}, which cannot be resumed")
+
+    async def _drive(
+        self,
+        runnable: Any,
+        config: dict[str, Any],
+        context: Any,
+        graph_input: dict[str, Any] | None,
+        run_id: int,
+        graph: str,
+        question: str,
+        *,
+        hops: list[Hop],
+        seen: set[tuple[Any, ...]],
+    ) -> AsyncGenerator[Hop | RunResult, None]:
+        """Run a checkpointed graph (``graph_input`` None: continue its thread), storing each new hop as it
+        arrives, then finish the run row from the final state and yield the result."""
         started = time.perf_counter()
-        run_id = self._open_run(question, graph)
-        hops: list[Hop] = []
-        final: dict[str, Any] = {}
+        values: dict[str, Any] = {}
         status, error = "ok", None
         try:
-            async for update in compiled.astream(
-                {"question": question}, context=context, stream_mode="updates"
-            ):
-                for node_update in update.values():
-                    if not node_update:
-                        continue
-                    for hop in node_update.get("hops", []):
-                        db.add_hop(self._factory, run_id, len(hops), **_hop_row(hop))
-                        hops.append(hop)
-                        yield hop
-                    final.update({k: node_update[k] for k in FINAL_KEYS if k in node_update})
-            error = final.get("error")
-        except Exception as exc:  # the run fails, its hops so far stay stored
+            updates = runnable.astream(
+                graph_input, config, context=context, stream_mode="updates", durability="sync"
+            )
+            async with aclosing(updates):
+                async for update in updates:
+                    for node_update in update.values():
+                        if not node_update:
+                            continue
+                        for hop in node_update.get("hops", []):
+                            if _hop_key(hop) in seen:
+                                continue
+                            seen.add(_hop_key(hop))
+                            db.add_hop(self._factory, run_id, len(hops), **_hop_row(hop))
+                            hops.append(hop)
+                            yield hop
+                        values.update({k: node_update[k] for k in FINAL_KEYS if k in node_update})
+        except Exception as exc:  # the run fails, its hops so far stay stored, its checkpoints stay
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading: not left 'running'
             db.finish_run(
-                self._factory, run_id, status="failed", answer=final.get("answer", ""), error="cancelled"
+                self._factory, run_id, status="failed", answer=values.get("answer", ""), error="cancelled"
             )
             raise
-        answer = final.get("answer", "")
+        with contextlib.suppress(Exception):  # resumed runs: the keys set before the interruption too
+            state = (await runnable.aget_state(config)).values
+            values.update({k: state[k] for k in FINAL_KEYS if k in state})
+        if status == "ok":
+            error = values.get("error")
+        answer = values.get("answer", "")
         db.finish_run(
             self._factory,
             run_id,
             status=status,
             answer=answer,
             error=error,
-            trajectory=final.get("transcript"),
+            trajectory=values.get("transcript"),
         )
+        if status == "ok":
+            # The run row and its hops are the record now: a finished run's checkpoints are only weight.
+            with contextlib.suppress(Exception):
+                await runnable.checkpointer.adelete_thread(config["configurable"]["thread_id"])
+            self.score_run(run_id)  # gold feedback may have arrived while it ran (or was interrupted)
         yield RunResult.from_hops(
-            run_id, graph, question, status, answer, error, hops, time.perf_counter() - started
+            run_id, graph, question, status, answer, error, list(hops), time.perf_counter() - started
         )
 
     async def aask(self, question: str, **options: Any) -> RunResult:
@@ -252,21 +401,20 @@ class RouteGraphService:
 
     def ask(self, question: str, on_hop: Callable[[Hop], None] | None = None, **options: Any) -> RunResult:
         """Synchronous convenience for scripts and the CLI."""
-        for item in self.stream(question, **options):
-            if isinstance(item, RunResult):
-                return item
-            if on_hop is not None:
-                on_hop(item)
-        raise AssertionError("astream always ends with a RunResult")
+        return _last(self.stream(question, **options), on_hop)
+
+    def resume(self, run_id: int, on_hop: Callable[[Hop], None] | None = None) -> RunResult:
+        """Synchronous :meth:`aresume`: continue an interrupted run and return it finished."""
+        return _last(self._sync(self.aresume(run_id)), on_hop)
 
     def stream(self, question: str, **options: Any) -> Iterator[Hop | RunResult]:
-        """Synchronous iteration over hops and the final result (Streamlit scripts run synchronously).
+        """Synchronous iteration over hops and the final result (Streamlit scripts run synchronously)."""
+        return self._sync(self.astream(question, **options))
 
-        Runs on the service's own event loop thread, so HTTP clients are reused across calls and several
-        threads (Streamlit sessions) can stream at once.
-        """
+    def _sync(self, agen: AsyncGenerator[Hop | RunResult, None]) -> Iterator[Hop | RunResult]:
+        """Iterate an async generator of the service on its own event loop thread, so HTTP clients are
+        reused across calls and several threads (Streamlit sessions) can stream at once."""
         loop = self._event_loop()
-        agen = self.astream(question, **options)
         try:
             while True:
                 try:
@@ -276,15 +424,19 @@ class RouteGraphService:
         finally:
             asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
 
-    def _open_run(self, question: str, graph: str) -> int:
-        """A new run row owned by this process, with the router and the prices in force now."""
+    def _open_run(self, question: str, graph: str, options: dict[str, Any] | None = None) -> int:
+        """A new run row owned by this process: the router, its weights, the prices in force now, the graph
+        code's version and the run's options."""
         return db.create_run(
             self._factory,
             question=question,
             graph=graph,
             router_model=_router_label(self.pool.router),
+            router_checkpoint=router_weights(self.pool.router) if graph in GRAPHS else None,
+            graph_version=graph_version(graph),
             pool_snapshot=self.pool.snapshot(),
-            owner=f"{socket.gethostname()}:{os.getpid()}",
+            options=options,
+            owner=_owner(),
         )
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -331,7 +483,61 @@ class RouteGraphService:
 
         ``source`` says who judged: "user" (the UI, the API) or "eval" (the evaluation harness).
         """
-        return db.add_feedback(self._factory, run_id, label, gold_answer=gold_answer, source=source)
+        feedback_id = db.add_feedback(self._factory, run_id, label, gold_answer=gold_answer, source=source)
+        if label == "gold":
+            self.score_run(run_id)
+        return feedback_id
+
+    # -- rewards --------------------------------------------------------------------------------------
+    def reward_config(self) -> RewardConfig:
+        return RewardConfig(alpha=self.settings.reward_alpha, metric=self.settings.reward_metric)
+
+    def score_run(self, run_id: int) -> int | None:
+        """Store Router-R1's reward (format, outcome, cost, total) of a finished run against its newest gold
+        answer; the reward row's id, or None when there is nothing to score (no gold answer, not finished,
+        not a Router-R1 trajectory). The cost part is normalised against the graph's recent runs."""
+        run = db.get_run(self._factory, run_id)
+        if run is None or run.graph not in SCORED_GRAPHS or run.status != "ok" or not run.trajectory:
+            return None
+        golds = [f for f in db.feedback_for(self._factory, run_id) if f.label == "gold" and f.gold_answer]
+        if not golds:
+            return None
+        gold = golds[-1]
+        answers = list(gold.gold_aliases or [str(gold.gold_answer)])
+        snapshot_models = (run.pool_snapshot or {}).get("models") or []
+        models = [str(m["name"]) for m in snapshot_models] or self.pool.names
+        config = self.reward_config()
+        recent = db.recent_costs(
+            self._factory, graph=run.graph, before_run_id=run_id, limit=config.window - 1
+        )
+        parts = score_trajectory(run.trajectory, answers, run.total_cost, models, config, recent)
+        return db.add_reward(
+            self._factory,
+            run_id,
+            format=parts.format,
+            outcome=parts.outcome,
+            cost=parts.cost,
+            total=parts.total,
+            reward_config={
+                **config.as_dict(),
+                "feedback_id": gold.id,
+                "answers": answers,
+                "reference_runs": len(recent),
+            },
+        )
+
+    def score_labelled(self) -> int:
+        """Score every finished run whose newest gold answer has no reward yet (after ``import-qa``)."""
+        scored = 0
+        for run_id, feedback_id in db.newest_gold_feedback(self._factory, graphs=SCORED_GRAPHS).items():
+            rewards = db.rewards_for(self._factory, run_id)
+            rewarded = {(r.reward_config or {}).get("feedback_id") for r in rewards}
+            if feedback_id not in rewarded and self.score_run(run_id) is not None:
+                scored += 1
+        return scored
+
+    def rewards_for(self, run_id: int) -> Any:
+        return db.rewards_for(self._factory, run_id)
 
     def feedback_for(self, run_id: int) -> Any:
         return db.feedback_for(self._factory, run_id)
@@ -469,11 +675,9 @@ def router_from_checkpoint(router: ModelEntry, checkpoint: str) -> ModelEntry:
 
 
 def _hop_row(hop: Hop) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     row = hop.model_dump(exclude={"started_at", "detail"})
     row["detail"] = hop.detail or None
-    row["started_at"] = datetime.fromtimestamp(hop.started_at, UTC).replace(tzinfo=None)
+    row["started_at"] = _stored_at(hop.started_at)
     return row
 
 
@@ -482,6 +686,41 @@ def _router_label(router: ModelEntry) -> str:
     weights = router.gguf if router.backend == "llamacpp" else router.hf_model
     bundled = weights in ("smollm2-135m", "gemma3-270m")
     return router.name if weights is None or bundled else f"{router.name} [{weights}]"
+
+
+def _owner() -> str:
+    """host:pid of this process, as a run's ``owner`` column holds it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _last(items: Iterator[Hop | RunResult], on_hop: Callable[[Hop], None] | None) -> RunResult:
+    for item in items:
+        if isinstance(item, RunResult):
+            return item
+        if on_hop is not None:
+            on_hop(item)
+    raise AssertionError("a run's stream always ends with a RunResult")
+
+
+def _stored_at(timestamp: float) -> datetime:
+    """A hop's unix start time as the store keeps it (naive UTC)."""
+    return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
+
+
+def _hop_key(hop: Hop) -> tuple[Any, ...]:
+    """What tells two hops apart: the same call has the same node, model, subtask and start time."""
+    return (hop.node, hop.model, hop.subtask_id, _stored_at(hop.started_at))
+
+
+def _row_key(row: Any) -> tuple[Any, ...]:
+    return (row.node, row.model, row.subtask_id, row.started_at)
+
+
+def _hop_from_row(row: Any) -> Hop:
+    """A stored hop back as the graphs' Hop (for a resumed run's result)."""
+    started = row.started_at.replace(tzinfo=UTC).timestamp() if row.started_at else 0.0
+    fields = {name: getattr(row, name) for name in Hop.model_fields if name not in ("started_at", "detail")}
+    return Hop(**fields, started_at=started, detail=row.detail or {})
 
 
 def _pid_alive(pid: int) -> bool:

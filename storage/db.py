@@ -14,13 +14,25 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, inspect, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from storage.models import FEEDBACK_LABELS, Base, Feedback, Hop, Run, TrainingRun, utcnow
+from storage.models import FEEDBACK_LABELS, Base, Feedback, Hop, Reward, Run, TrainingRun, utcnow
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 T = TypeVar("T")
@@ -172,8 +184,10 @@ def _unversioned_baseline(engine: Engine, connection: Connection) -> str | None:
     run_columns = {column["name"] for column in inspector.get_columns("runs")} if "runs" in tables else set()
     if tables == set(INITIAL_TABLES) and "graph_version" not in run_columns:
         return "0001"
-    if tables == set(Base.metadata.tables) and "graph_version" in run_columns:
+    if tables == set(Base.metadata.tables) and "options" in run_columns:
         return head_revision()
+    if tables == set(Base.metadata.tables) and "graph_version" in run_columns:
+        return "0002"
     raise StoreError(
         f"trace store {_name(engine)} has tables ({', '.join(sorted(tables))}) but no schema revision, and "
         "they match no routegraph schema; point ROUTEGRAPH_DATABASE_URL at another database"
@@ -259,26 +273,47 @@ def create_run(factory: sessionmaker[Session], **fields: Any) -> int:
     return _retry_busy(write)
 
 
+_HOPS = Base.metadata.tables["hops"]
+_RUNS = Base.metadata.tables["runs"]
+_ADD_TO_TOTALS = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run"))
+    .values(
+        total_cost=_RUNS.c.total_cost + bindparam("d_cost"),
+        input_tokens=_RUNS.c.input_tokens + bindparam("d_in"),
+        output_tokens=_RUNS.c.output_tokens + bindparam("d_out"),
+    )
+)
+"""Built once: SQLAlchemy then reuses its compiled form for every hop."""
+_INSERT_HOP = insert(_HOPS)
+
+
+def _engine(factory: sessionmaker[Session]) -> Engine:
+    return cast(Engine, factory.kw["bind"])
+
+
 def add_hop(factory: sessionmaker[Session], run_id: int, index: int, **fields: Any) -> None:
     """Commit one hop at once and keep the run's totals equal to the sum of its hops.
 
-    Two statements in one write transaction: the hop's INSERT and an in-place ``UPDATE runs SET total =
-    total + x`` (no read of the run, so concurrent hops of one run never lose an update).
+    Two statements in one write transaction (``BEGIN IMMEDIATE`` on SQLite): an in-place ``UPDATE runs
+    SET total = total + x`` (no read of the run, so concurrent hops of one run never lose an update) and
+    the hop's INSERT. Core statements on a plain connection, built once: no ORM unit of work per hop.
     """
-    cost = fields.get("cost", 0.0)
-    tokens_in, tokens_out = fields.get("input_tokens", 0), fields.get("output_tokens", 0)
-    totals = update(Run).where(Run.id == run_id)
-    totals = totals.values(
-        total_cost=Run.total_cost + cost,
-        input_tokens=Run.input_tokens + tokens_in,
-        output_tokens=Run.output_tokens + tokens_out,
-    )
+    totals = {
+        "run": run_id,
+        "d_cost": fields.get("cost", 0.0),
+        "d_in": fields.get("input_tokens", 0),
+        "d_out": fields.get("output_tokens", 0),
+    }
+    row = {**fields, "run_id": run_id, "index": index}
 
     def write() -> None:
-        with session_scope(factory) as session:
-            session.execute(insert(Hop).values(run_id=run_id, index=index, **fields))
-            if cast(CursorResult[Any], session.execute(totals)).rowcount == 0:
-                raise ValueError(f"no run {run_id}")
+        with _engine(factory).connect() as connection:
+            connection = connection.execution_options(routegraph_write=True)
+            with connection.begin():
+                if connection.execute(_ADD_TO_TOTALS, totals).rowcount == 0:
+                    raise ValueError(f"no run {run_id}")
+                connection.execute(_INSERT_HOP, row)
 
     _retry_busy(write)
 
@@ -300,6 +335,33 @@ def finish_run(
             run.latency_s = (run.finished_at - run.created_at).total_seconds()
 
     _retry_busy(write)
+
+
+def claim_run(
+    factory: sessionmaker[Session], run_id: int, owner: str, *, status: str, previous_owner: str | None
+) -> bool:
+    """Make ``owner`` the process running the run again (resuming it): 'running', error and end cleared.
+
+    Only when the run is still in ``status`` under ``previous_owner`` (a compare-and-set), so of two
+    processes resuming one run, one wins. Returns whether this call claimed it.
+    """
+    match = Run.owner.is_(None) if previous_owner is None else Run.owner == previous_owner
+    claim = (
+        update(Run)
+        .where(Run.id == run_id, Run.status == status, match)
+        .values(status="running", owner=owner, error=None, finished_at=None)
+    )
+
+    def write() -> bool:
+        with session_scope(factory) as session:
+            return cast(CursorResult[Any], session.execute(claim)).rowcount == 1
+
+    return _retry_busy(write)
+
+
+def checkpoint_thread_id(run_id: int) -> str:
+    """The LangGraph thread a graph run's checkpoints are saved under (in the trace store's database)."""
+    return f"run-{run_id}"
 
 
 # -- reads -----------------------------------------------------------------------------------------------
@@ -433,6 +495,59 @@ def model_usage(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
         }
         for model, calls, tokens_in, tokens_out, cost in rows
     ]
+
+
+# -- rewards -----------------------------------------------------------------------------------------------
+def add_reward(
+    factory: sessionmaker[Session],
+    run_id: int,
+    *,
+    format: float,
+    outcome: float,
+    cost: float,
+    total: float,
+    reward_config: dict[str, Any],
+) -> int:
+    """Store one scoring of a run: the reward's parts, its total and the configuration that weighed them."""
+    with session_scope(factory) as session:
+        row = Reward(
+            run_id=run_id, format=format, outcome=outcome, cost=cost, total=total, reward_config=reward_config
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def rewards_for(factory: sessionmaker[Session], run_id: int) -> Sequence[Reward]:
+    """A run's rewards, oldest first."""
+    with factory() as session:
+        return session.scalars(select(Reward).where(Reward.run_id == run_id).order_by(Reward.id)).all()
+
+
+def newest_gold_feedback(factory: sessionmaker[Session], *, graphs: Sequence[str]) -> dict[int, int]:
+    """Finished (``ok``) runs of ``graphs`` with a gold answer: run id → id of its newest gold feedback."""
+    query = (
+        select(Feedback.run_id, func.max(Feedback.id))
+        .join(Run, Run.id == Feedback.run_id)
+        .where(Feedback.label == "gold", Run.status == "ok", Run.graph.in_(list(graphs)))
+        .group_by(Feedback.run_id)
+    )
+    with factory() as session:
+        return {int(run_id): int(feedback_id) for run_id, feedback_id in session.execute(query)}
+
+
+def recent_costs(
+    factory: sessionmaker[Session], *, graph: str, before_run_id: int, limit: int
+) -> list[float]:
+    """Total costs of the newest ``limit`` finished (``ok``) runs of ``graph`` older than the given run."""
+    query = (
+        select(Run.total_cost)
+        .where(Run.graph == graph, Run.status == "ok", Run.id < before_run_id)
+        .order_by(Run.id.desc())
+        .limit(limit)
+    )
+    with factory() as session:
+        return [float(cost) for cost in session.scalars(query)]
 
 
 # -- training runs ---------------------------------------------------------------------------------------

@@ -6,11 +6,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, inspect, select, text
+from sqlalchemy import Engine, bindparam, delete, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import session_scope
+from storage.db import checkpoint_thread_id, session_scope
 from storage.models import Base, Feedback, Run
+
+CHECKPOINT_TABLES = ("checkpoints", "writes", "checkpoint_blobs", "checkpoint_writes")
+"""LangGraph's checkpoint tables (SQLite saver: the first two; Postgres saver: all but ``writes``)."""
 
 
 def prune(factory: sessionmaker[Session], older_than: datetime, *, keep_labelled: bool = False) -> int:
@@ -25,6 +28,8 @@ def prune(factory: sessionmaker[Session], older_than: datetime, *, keep_labelled
         doomed = doomed.where(Run.id.not_in(labelled))
     with session_scope(factory) as session:
         ids = list(session.scalars(doomed))
+        present = set(inspect(session.connection()).get_table_names())
+        checkpoint_tables = [t for t in CHECKPOINT_TABLES if t in present]
         for start in range(0, len(ids), 500):
             # The children explicitly too: ON DELETE CASCADE needs SQLite's foreign_keys pragma.
             chunk = ids[start : start + 500]
@@ -32,6 +37,14 @@ def prune(factory: sessionmaker[Session], older_than: datetime, *, keep_labelled
                 model = Base.metadata.tables[table]
                 session.execute(delete(model).where(model.c.run_id.in_(chunk)))
             session.execute(delete(Run).where(Run.id.in_(chunk)))
+            threads = [checkpoint_thread_id(run_id) for run_id in chunk]
+            for table in checkpoint_tables:  # an interrupted run's LangGraph checkpoints go with it
+                session.execute(
+                    text(f"DELETE FROM {table} WHERE thread_id IN :threads").bindparams(
+                        bindparam("threads", expanding=True)
+                    ),
+                    {"threads": threads},
+                )
     return len(ids)
 
 

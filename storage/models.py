@@ -53,6 +53,9 @@ class Run(Base):
     """Version of the graph code that ran it (routegraph's version, or a graph-specific tag)."""
     router_checkpoint: Mapped[str | None] = mapped_column(Text)
     """The router weights used (a checkpoint path or model id), so traces tie back to a training run."""
+    options: Mapped[dict[str, Any] | None]
+    """What the run was asked with besides the question ({"budget_usd", "max_turns"}; None: the defaults).
+    Resuming an interrupted run continues under the same options."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None]
 

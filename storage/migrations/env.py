@@ -16,12 +16,18 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _ours(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate compares our tables only: LangGraph's checkpoint tables share the database."""
+    return type_ != "table" or name in target_metadata.tables or name == "alembic_version"
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=_ours,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -261,3 +261,27 @@ def test_traces_show_prints_stored_texts_verbatim(db_path: Path) -> None:
         "odd [/reply]",
     ):
         assert shown in output, shown
+
+
+def test_traces_resume_refusals_and_a_failed_resume(db_path: Path) -> None:
+    from storage import db
+
+    unknown = invoke("traces", "resume", "4242")
+    assert unknown.exit_code == 1 and "no run with id 4242" in text(unknown)
+
+    failed = invoke("ask", "--json", "Capital of France?")
+    assert failed.exit_code == 1
+    run_id = json.loads(failed.stdout)["run_id"]
+    # The router is still down: the resumed run fails again, on the same row, and stays resumable.
+    again = invoke("traces", "resume", "--json", str(run_id))
+    assert again.exit_code == 1, text(again)
+    data = json.loads(again.stdout)
+    assert (data["run_id"], data["status"]) == (run_id, "failed") and "cannot connect" in data["error"]
+    listed = invoke("traces", "list", "--status", "failed")
+    assert text(listed).count("router-r1") == 1
+
+    factory = db.session_factory(db.make_engine(f"sqlite:///{db_path}"))
+    finished = db.create_run(factory, question="q", graph="router-r1")
+    db.finish_run(factory, finished, status="ok", answer="a", error=None)
+    done = invoke("traces", "resume", str(finished))
+    assert done.exit_code == 1 and "already finished" in text(done) and "Traceback" not in text(done)

@@ -136,6 +136,41 @@ def test_upgrade_from_the_previous_revision_keeps_the_data(store_url: str) -> No
         engine.dispose()
 
 
+def test_upgrade_from_0002_adds_run_options(store_url: str) -> None:
+    bare = open_bare(store_url)
+    db.upgrade_store(bare, "0002")
+    fill_initial_schema(bare)
+    bare.dispose()
+    engine = db.make_engine(store_url)
+    try:
+        assert "options" in columns(engine, "runs") and schema_diff(engine) == []
+        factory = db.session_factory(engine)
+        old = db.get_run(factory, 1)
+        assert old is not None and old.options is None
+        new = db.create_run(factory, question="q", graph="router-r1", options={"budget_usd": 0.5})
+        stored = db.get_run(factory, new)
+        assert stored is not None and stored.options == {"budget_usd": 0.5}
+        db.downgrade_store(engine, "0002")
+        assert "options" not in columns(engine, "runs")
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM hops")).scalar() == 2  # not cascaded
+    finally:
+        engine.dispose()
+
+
+def test_unversioned_0002_schema_is_stamped_at_0002_and_upgraded(store_url: str) -> None:
+    bare = open_bare(store_url)
+    db.upgrade_store(bare, "0002")
+    with bare.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+    bare.dispose()
+    engine = db.make_engine(store_url)
+    try:
+        assert db.current_revision(engine) == db.head_revision() and schema_diff(engine) == []
+    finally:
+        engine.dispose()
+
+
 def test_downgrade_to_the_previous_revision_and_to_base(store_url: str) -> None:
     engine = db.make_engine(store_url)
     try:

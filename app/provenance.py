@@ -1,0 +1,50 @@
+"""What a run was made with, recorded on its row: the graph code's version and the router's weights."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from importlib import import_module, metadata
+from pathlib import Path
+
+from app.pool import ModelEntry
+
+GRAPH_PACKAGES = {"router-r1": "graphs.router_r1", "r2-reasoner": "graphs.r2_reasoner"}
+
+
+@lru_cache(maxsize=1)
+def package_version() -> str:
+    try:
+        return metadata.version("routegraph")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+@lru_cache(maxsize=8)
+def graph_version(graph: str) -> str:
+    """``<routegraph version>+g<hash>``: the hash covers the graph package's source (state, prompts,
+    nodes, wiring) and the shared hop model, so an edited prompt or node gets a new version without
+    anyone bumping a constant. A label that is not a graph (a baseline run) gets the package version.
+
+    >>> graph_version("router-r1").startswith(package_version() + "+g")
+    True
+    """
+    package = GRAPH_PACKAGES.get(graph)
+    if package is None:
+        return package_version()
+    folder = Path(str(import_module(package).__file__)).parent
+    digest = hashlib.sha256()
+    for source in [*sorted(folder.glob("*.py")), folder.parent / "hops.py"]:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return f"{package_version()}+g{digest.hexdigest()[:10]}"
+
+
+def router_weights(router: ModelEntry) -> str | None:
+    """The router's weights: a GGUF (bundled name or path), an HF checkpoint, or the served model id."""
+    if router.backend == "llamacpp":
+        return router.gguf
+    if router.backend == "vllm":
+        return router.hf_model
+    if router.backend == "openai":
+        return router.served_id
+    return None
