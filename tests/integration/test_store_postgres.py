@@ -20,8 +20,10 @@ from tests.unit.test_migrations import (  # noqa: F401
     test_database_from_a_newer_routegraph_is_refused,
     test_database_made_by_create_all_before_migrations_is_stamped_and_upgraded,
     test_downgrade_to_the_previous_revision_and_to_base,
+    test_unversioned_0002_schema_is_stamped_at_0002_and_upgraded,
     test_unversioned_current_schema_is_stamped_at_head,
     test_unversioned_foreign_tables_are_refused,
+    test_upgrade_from_0002_adds_run_options,
     test_upgrade_from_empty_reaches_head_matching_the_models,
     test_upgrade_from_the_previous_revision_keeps_the_data,
 )
