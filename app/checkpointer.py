@@ -99,6 +99,11 @@ class Checkpoints:
                     self._postgres_ready = True
                 yield saver
 
+    async def exists(self, thread_id: str) -> bool:
+        """Whether LangGraph thread ``thread_id`` has a checkpoint."""
+        async with self.open() as saver:
+            return await saver.aget_tuple(thread_config(thread_id)) is not None  # type: ignore[arg-type]
+
 
 def thread_config(thread_id: str, **config: Any) -> dict[str, Any]:
     """A LangGraph run config for ``thread_id`` (plus ``recursion_limit`` and the like)."""

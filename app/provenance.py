@@ -1,4 +1,4 @@
-"""What a run was made with, recorded on its row: the graph code's version and the router's weights."""
+"""What a run was made with, recorded on its row: the graph code's version, the router and its weights."""
 
 from __future__ import annotations
 
@@ -48,3 +48,10 @@ def router_weights(router: ModelEntry) -> str | None:
     if router.backend == "openai":
         return router.served_id
     return None
+
+
+def router_label(router: ModelEntry) -> str:
+    """The router's name, and the checkpoint it runs when that is not a bundled model."""
+    weights = router.gguf if router.backend == "llamacpp" else router.hf_model
+    bundled = weights in ("smollm2-135m", "gemma3-270m")
+    return router.name if weights is None or bundled else f"{router.name} [{weights}]"
