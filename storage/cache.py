@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.models import ModelResponse
+
+
+_INSERT = insert(ModelResponse)
 
 
 class SqlResponseCache:
@@ -32,20 +35,19 @@ class SqlResponseCache:
     def put(
         self, key: str, model: str, prompt_hash: str, params: dict[str, Any], response: dict[str, Any]
     ) -> None:
+        row = {
+            "key": key,
+            "model": model,
+            "prompt_hash": prompt_hash,
+            "params": params,
+            "response_text": response["text"],
+            "input_tokens": response["input_tokens"],
+            "output_tokens": response["output_tokens"],
+            "finish_reason": response.get("finish_reason"),
+        }
         try:
             with self.factory() as session, session.begin():
-                session.add(
-                    ModelResponse(
-                        key=key,
-                        model=model,
-                        prompt_hash=prompt_hash,
-                        params=params,
-                        response_text=response["text"],
-                        input_tokens=response["input_tokens"],
-                        output_tokens=response["output_tokens"],
-                        finish_reason=response.get("finish_reason"),
-                    )
-                )
+                session.execute(_INSERT, row)  # Core: one INSERT, no unit of work on every pool call
         except IntegrityError:
             pass  # the same request was recorded concurrently: either copy serves
 

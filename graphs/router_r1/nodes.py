@@ -18,9 +18,11 @@ _CHARS_PER_TOKEN = 4  # a deliberately pessimistic estimate, used only to refuse
 async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, Any]:
     """The router generates until it emits a route call or an answer."""
     ctx = runtime.context
-    prompt = state.get("prompt") or await _render_prompt(ctx.pool, state["question"])
-    transcript = state.get("transcript", "")
     started = time.time()
+    # The first step renders the router's prompt on its own server: router time, counted in this hop.
+    prompt = state.get("prompt") or await _render_prompt(ctx.pool, state["question"])
+    rendered_s = time.time() - started
+    transcript = state.get("transcript", "")
     allow_answer = state.get("turns", 0) >= ctx.min_routes
     grammar = prompts.step_grammar(ctx.pool.names, allow_answer=allow_answer) if ctx.use_grammar else None
     call = await _router_generate(
@@ -39,6 +41,7 @@ async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
     hop = Hop.from_call(
         "think", call, started, router_text=text, error=action.reason if action.kind == "malformed" else None
     )
+    hop.latency_s += rendered_s
     return {"prompt": prompt, "transcript": transcript + text, "action": action, "hops": [hop]}
 
 
