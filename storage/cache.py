@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.models import ModelResponse
 
-
 _INSERT = insert(ModelResponse)
 
 
