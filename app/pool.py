@@ -3,7 +3,8 @@
 A pool file has a ``router`` entry (the model that routes) and ``models`` (the candidates it routes to).
 Every entry is reached through an OpenAI-compatible endpoint: a hosted API (``backend: openai``), an
 embedded llama.cpp server (``backend: llamacpp``) or a vLLM server (``backend: vllm``); the last two are
-started by :mod:`app.local_models`, which binds their URLs here.
+started by :mod:`app.local_models`, which binds their URLs here. ``backend: recorded`` entries replay
+recorded scores instead of calling a model (:mod:`app.recorded`).
 """
 
 from __future__ import annotations
@@ -276,31 +277,6 @@ class Pool:
         """The outcome file of a ``backend: recorded`` entry (a relative path is beside the pool file)."""
         return self._outcome_paths.get(entry.name.lower()) or Path(str(entry.outcomes))
 
-    def recorded(self, entry: ModelEntry, query: str) -> CallResult:
-        """The recorded outcome of ``entry`` on ``query``: its score, a placeholder text, an estimated cost.
-
-        Tokens are estimated, not measured: input = ceil(len(query) / 4), output = ``entry.output_tokens``.
-        """
-        path = self.outcomes_path(entry)
-        table = load_outcomes(path)
-        scores = table.get(" ".join(query.split()))
-        if scores is None:
-            raise EndpointError(entry.name, f"query not in recorded outcomes {path}")
-        if entry.served_id not in scores:
-            raise EndpointError(entry.name, f"no score for {entry.served_id!r} in {path}")
-        score = float(scores[entry.served_id])
-        tokens_in, tokens_out = estimate_input_tokens(query), entry.output_tokens
-        return CallResult(
-            model=entry.name,
-            text=f"[recorded outcome of {entry.name}: score {score:g}]",
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost=entry.cost(tokens_in, tokens_out),
-            latency_s=0.0,
-            finish_reason="stop",
-            score=score,
-        )
-
     # -- calls ------------------------------------------------------------------------------------------
     def _client(self, entry: ModelEntry, max_tokens: int, kind: str) -> Any:
         # Async HTTP clients belong to the event loop that made them: key the cache by loop too.
@@ -330,7 +306,9 @@ class Pool:
         """Send one question to a pool model in its declared mode (chat, or few-shot completion)."""
         entry = self.get(name)
         if entry.backend == "recorded":
-            return self.recorded(entry, query)
+            from app.recorded import replay  # app.recorded builds on this module's types
+
+            return replay(entry, self.outcomes_path(entry), query)
         if entry.mode == "completion":
             return await self.complete(entry, _fill(entry, query), max_tokens=max_tokens)
         return await self.chat(entry, _ask_messages(query, system), max_tokens=max_tokens)
@@ -468,38 +446,6 @@ class Pool:
             return response.status_code == 200
         except (httpx.HTTPError, EndpointError):
             return False
-
-
-def estimate_input_tokens(query: str) -> int:
-    """The input-token estimate of a recorded call: one token per 4 characters, rounded up."""
-    return -(-len(query) // 4)
-
-
-_OUTCOMES: dict[Path, dict[str, dict[str, float]]] = {}
-
-
-def load_outcomes(path: str | Path) -> dict[str, dict[str, float]]:
-    """Whitespace-normalised question → {served model id: score}, read once per file and cached."""
-    key = Path(path).resolve()
-    table = _OUTCOMES.get(key)
-    if table is None:
-        try:
-            lines = key.read_text().split("\n")  # not splitlines(): questions hold U+2028
-        except FileNotFoundError:
-            raise PoolError(f"{path}: recorded-outcome file does not exist") from None
-        table = {}
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                table[" ".join(str(row["question"]).split())] = {
-                    str(k): float(v) for k, v in row["scores"].items()
-                }
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise PoolError(f"{path}:{number}: not a {{question, scores}} row ({exc})") from None
-        _OUTCOMES[key] = table
-    return table
 
 
 def _fill(entry: ModelEntry, query: str) -> str:

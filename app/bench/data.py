@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.pool import ModelEntry, Pool, estimate_input_tokens
+from app.pool import ModelEntry, Pool
+from app.recorded import estimate_input_tokens
 
 SPLIT_SEED = 13
 DEV_FRACTION = 0.2

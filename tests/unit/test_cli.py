@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from app import cli, local_models
+from app.cli import common
 from app.config import DEFAULT_POOL
 from app.pool import load_pool
 
@@ -58,8 +59,8 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pool_file: Path, db_pa
     monkeypatch.setenv("ROUTEGRAPH_REQUEST_TIMEOUT_S", "2")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     # Rich wraps and truncates at 80 columns off a terminal: widen so paths and messages stay whole.
-    monkeypatch.setattr(cli.console, "width", 400)
-    monkeypatch.setattr(cli.err_console, "width", 400)
+    monkeypatch.setattr(common.console, "width", 400)
+    monkeypatch.setattr(common.err_console, "width", 400)
 
 
 def invoke(*args: str) -> Result:

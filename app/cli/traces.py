@@ -1,0 +1,253 @@
+"""`routegraph traces …`: browse, resume, export, label, prune and size the trace store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from app.cli.common import (
+    ConfigOpt,
+    PoolOpt,
+    console,
+    err_console,
+    fail,
+    hop_table,
+    open_service,
+    open_store,
+    report_run,
+    settings_for,
+)
+
+traces_app = typer.Typer(help="Browse stored runs.", no_args_is_help=True)
+
+
+@traces_app.command("list")
+def traces_list(
+    limit: Annotated[int, typer.Option(help="How many runs.")] = 20,
+    graph: Annotated[str | None, typer.Option(help="Only this graph.")] = None,
+    status: Annotated[str | None, typer.Option(help="ok, failed or running.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The most recent runs."""
+    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+        runs = service.list_runs(limit=limit, graph=graph, status=status)
+    table = Table(title="runs")
+    for column in ("id", "when", "graph", "status", "cost $", "tokens", "question", "answer"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            str(run.id),
+            run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(run.graph),
+            escape(run.status),
+            f"{run.total_cost:.6f}",
+            str(run.input_tokens + run.output_tokens),
+            escape(run.question[:50]),
+            escape((run.answer or "")[:40]),
+        )
+    console.print(table)
+
+
+@traces_app.command("show")
+def traces_show(run_id: int, config: ConfigOpt = None) -> None:
+    """One run with all its hops and texts."""
+    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+        run = service.get_run(run_id)
+    if run is None:
+        raise fail(f"no run with id {run_id}")
+    console.print(
+        f"[bold]run {run.id}[/bold] · {escape(run.graph)} · {escape(run.status)} · "
+        f"router {escape(str(run.router_model))}"
+    )
+    if run.graph_version or run.router_checkpoint:
+        console.print(
+            f"[dim]graph {escape(str(run.graph_version))} · router weights "
+            f"{escape(str(run.router_checkpoint))}[/dim]"
+        )
+    console.print(f"question: {escape(run.question)}")
+    console.print(f"answer:   {escape(str(run.answer))}")
+    if run.error:
+        console.print(f"error:    {escape(run.error)}")
+    console.print(hop_table(run.hops, title=f"total ${run.total_cost:.6f}"))
+    for hop in run.hops:
+        text = hop.router_text if hop.router_text is not None else hop.response
+        query = f" ← {hop.sub_query}" if hop.sub_query else ""
+        header = escape(f"#{hop.index} {hop.node} {hop.model}{query}")
+        console.print(f"[dim]{header}[/dim]\n{escape(text or '')}", markup=True)
+
+
+@traces_app.command("resume")
+def traces_resume(
+    run_id: Annotated[int, typer.Argument(help="The interrupted run's id.")],
+    pool: PoolOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Continue an interrupted run (failed, or left running by a process that died) from its last step.
+
+    The remaining hops are added to the same run, which then finishes as usual. Give the same --pool the
+    run used.
+    """
+    from app.local_models import LocalServerError
+    from app.service import ResumeError
+
+    settings = settings_for(config, pool_file=pool)
+    with open_service(settings, start_servers=False, quiet=True) as service:
+        try:
+            service.check_resumable(run_id)  # before starting any model server
+            if as_json:
+                service.start_servers()
+                result = service.resume(run_id)
+            else:
+                with err_console.status("Starting model servers…"):
+                    service.start_servers()
+                with err_console.status(f"Resuming run {run_id}…"):
+                    result = service.resume(run_id)
+        except ResumeError as exc:
+            raise fail(str(exc)) from None
+        except LocalServerError as exc:
+            raise fail(str(exc)) from None
+    report_run(result, as_json)
+
+
+def _day(value: str | None) -> Any:
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise fail(f"--since {value!r} is not a date (YYYY-MM-DD)", 2) from None
+
+
+def _age(value: str) -> Any:
+    """'90d', '12h', '2w' as a timedelta."""
+    import re
+    from datetime import timedelta
+
+    match = re.fullmatch(r"\s*(\d+)\s*([hdw])\s*", value)
+    if not match:
+        raise fail(f"--older-than {value!r}: write a number and h, d or w (e.g. 90d)", 2)
+    number, unit = int(match[1]), match[2]
+    return timedelta(hours=number) if unit == "h" else timedelta(days=number * (7 if unit == "w" else 1))
+
+
+@traces_app.command("export")
+def traces_export(
+    out: Annotated[Path, typer.Option("--out", help="File to write.")],
+    kind: Annotated[str, typer.Option(help="grpo (prompt + answers) or sft (prompt + completion).")] = "grpo",
+    since: Annotated[str | None, typer.Option(help="Only runs created on or after YYYY-MM-DD.")] = None,
+    graph: Annotated[str | None, typer.Option(help="Only this graph's runs.")] = None,
+    labelled_only: Annotated[
+        bool, typer.Option("--labelled-only", help="Only runs with gold answers (SFT: answered right).")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet.")] = "jsonl",
+    pool: PoolOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Stored runs as rows TRL's GRPOTrainer / SFTTrainer read (load with datasets.load_dataset)."""
+    from app import export
+    from app.pool import PoolError, load_pool
+
+    if kind not in ("grpo", "sft"):
+        raise fail(f"--kind {kind!r}: choose grpo or sft", 2)
+    if fmt not in export.FORMATS:
+        raise fail(f"--format {fmt!r}: choose {' or '.join(export.FORMATS)}", 2)
+    settings = settings_for(config, pool_file=pool)
+    try:
+        loaded = load_pool(settings.pool_file)
+    except PoolError as exc:
+        raise fail(str(exc)) from None
+    factory = open_store(settings)
+    rows = export.rows(
+        factory,
+        loaded,
+        "grpo" if kind == "grpo" else "sft",
+        since=_day(since),
+        graph=graph,
+        labelled_only=labelled_only,
+    )
+    path = export.write(rows, out, fmt)
+    console.print(f"wrote {len(rows)} {kind} rows to {escape(str(path))}")
+
+
+@traces_app.command("import-qa")
+def traces_import_qa(
+    file: Annotated[Path, typer.Argument(help="JSONL of {question, answers: [...]} rows.")],
+    graph: Annotated[str, typer.Option(help="Graph of the pending runs new questions become.")] = "router-r1",
+    config: ConfigOpt = None,
+) -> None:
+    """Import a labelled QA file as gold feedback (source "dataset").
+
+    A question some stored run asked gets the gold answers on every such run; a new question becomes a
+    pending run (no answer yet) carrying them, a labelled GRPO prompt. Re-importing adds nothing.
+    """
+    from storage import datasets
+
+    if not file.is_file():
+        raise fail(f"{file} does not exist")
+    rows = []
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            rows.append({"question": str(item["question"]), "answers": [str(a) for a in item["answers"]]})
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise fail(f"{file}:{number}: expected a JSON object with question and answers ({exc})") from None
+    try:
+        result = datasets.import_qa(open_store(settings_for(config)), rows, graph=graph)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"{len(rows)} QA rows: {result.attached} attached to stored runs, {result.pending} pending "
+        f"questions, {result.unchanged} already imported"
+    )
+    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+        scored = service.score_labelled()
+    if scored:
+        console.print(f"{scored} runs scored (Router-R1 rewards stored)")
+
+
+@traces_app.command("prune")
+def traces_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age such as 90d, 12h or 2w.")],
+    keep_labelled: Annotated[
+        bool, typer.Option("--keep-labelled", help="Keep runs with a gold or correct label.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete runs (with their hops and feedback) older than an age; running runs are kept."""
+    from storage import models
+    from storage.maintenance import prune
+
+    cutoff = models.utcnow() - _age(older_than)
+    deleted = prune(open_store(settings_for(config)), cutoff, keep_labelled=keep_labelled)
+    console.print(f"deleted {deleted} runs created before {cutoff:%Y-%m-%d %H:%M} UTC")
+
+
+@traces_app.command("size")
+def traces_size(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Rows per table and the database's size on disk."""
+    from storage.maintenance import size_report
+
+    factory = open_store(settings_for(config))
+    report = size_report(factory.kw["bind"])
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    table = Table(title=f"{escape(report['database'])} · {report['bytes'] / 1e6:.2f} MB")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in report["rows"].items():
+        table.add_row(name, str(count))
+    console.print(table)

@@ -1,0 +1,93 @@
+"""`routegraph train …`: train the router with TRL (GRPO, SFT, their alternation, allocation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from app.cli.common import console, fail
+
+train_app = typer.Typer(help="Train the router from stored traces or QA files (TRL).", no_args_is_help=True)
+RecipeOpt = Annotated[Path, typer.Option("--recipe", help="Recipe YAML (training/recipes/*.yaml).")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="key=value recipe overrides.")]
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"override {pair!r} is not key=value", 2)
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def _report_training(summary: dict[str, Any]) -> None:
+    steps = summary["steps"]
+    table = Table(title=f"training run {summary['training_run_id']} · {summary['status']}")
+    for column in ("step", "loss", "reward", "format rate", "accuracy", "cost $"):
+        table.add_column(column, justify="right")
+    for step in steps:
+        table.add_row(
+            *[_cell(step.get(k)) for k in ("step", "loss", "reward", "format_rate", "accuracy", "cost")]
+        )
+    console.print(table)
+    console.print(f"checkpoint: {summary['checkpoint']}")
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@train_app.command("grpo")
+def train_grpo(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
+    """GRPO on multi-turn Router-R1 rollouts (pool answers replayed from the trace store)."""
+    from training import grpo
+
+    try:
+        _report_training(grpo.main(str(recipe), _overrides(overrides)))
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@train_app.command("allocate")
+def train_allocate(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
+    """Learning to allocate on recorded outcomes: SFT warm start, then GRPO on recorded score − λ·cost."""
+    from training import allocate
+
+    try:
+        for summary in allocate.main(str(recipe), _overrides(overrides)):
+            _report_training(summary)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@train_app.command("alternate")
+def train_alternate(
+    sft_recipe: Annotated[Path, typer.Option("--sft-recipe", help="SFT recipe YAML.")],
+    grpo_recipe: Annotated[Path, typer.Option("--grpo-recipe", help="GRPO recipe YAML.")],
+    rounds: Annotated[int, typer.Option(help="SFT → GRPO rounds.")] = 2,
+    output_dir: Annotated[str, typer.Option(help="Where each round's checkpoints go.")] = "runs/alternate",
+) -> None:
+    """R2-Reasoner's schedule: SFT and GRPO rounds in turn, each from the previous round's checkpoint."""
+    from training import sft
+
+    try:
+        for summary in sft.alternate(sft_recipe, grpo_recipe, rounds, output_dir):
+            _report_training(summary)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@train_app.command("sft")
+def train_sft(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
+    """SFT on successful traces (or synthetic well-formed trajectories as a format warm start)."""
+    from training import sft
+
+    try:
+        _report_training(sft.main(str(recipe), _overrides(overrides)))
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
