@@ -75,10 +75,9 @@ class AllocateRecipe(Recipe):
     temperature: float = 1.0
     beta: float = 0.0
     max_completion_tokens: int = 64
-    use_lora: bool = True
-    lora_last_layers: int = 8
-    """LoRA on the last N transformer blocks only: backpropagation then stops there, which is what makes
-    ~1,100-token prompts trainable on a CPU (0: every block)."""
+    train_last_layers: int = 12
+    """Only the last N transformer blocks learn (0: all): backpropagation stops there, which is what makes
+    ~1,100-token prompts trainable on a CPU."""
 
 
 # -- rows -----------------------------------------------------------------------------------------------
@@ -176,13 +175,13 @@ def build_sft_trainer(recipe: AllocateRecipe, session: TrainingSession, train: S
         sft_rows(train, session.pool.models, recipe.lam, recipe.sft_examples, recipe.seed)
     )
     return SFTTrainer(
-        model=session.model_path,
+        model=session.load_model(recipe.train_last_layers),
         args=SFTConfig(
             **recipe.trainer_args(), max_length=recipe.sft_max_length, gradient_checkpointing=False
         ),
         train_dataset=session.dataset,
         processing_class=session.tokenizer,
-        peft_config=session.peft_config(recipe.use_lora, recipe.lora_r, recipe.lora_last_layers),
+        peft_config=session.peft_config(recipe.use_lora, recipe.lora_r),
         callbacks=[session.callback()],
     )
 
@@ -205,12 +204,12 @@ def build_grpo_trainer(recipe: AllocateRecipe, session: TrainingSession, train: 
         disable_tqdm=False,
     )
     return GRPOTrainer(
-        model=session.model_path,
+        model=session.load_model(recipe.train_last_layers),
         reward_funcs=rewards,
         args=config,
         train_dataset=session.dataset,
         processing_class=session.tokenizer,
-        peft_config=session.peft_config(recipe.use_lora, recipe.lora_r, recipe.lora_last_layers),
+        peft_config=session.peft_config(recipe.use_lora, recipe.lora_r),
         callbacks=[session.callback()],
     )
 

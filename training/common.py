@@ -160,27 +160,30 @@ class TrainingSession:
             raise ValueError("no SFT rows: no successful labelled trajectories and no synthetic source")
         self.dataset = Dataset.from_list(rows)
 
-    def peft_config(self, use_lora: bool, r: int, last_layers: int = 0) -> Any:
-        """LoRA on every linear layer, or on those of the last ``last_layers`` blocks only."""
+    def peft_config(self, use_lora: bool, r: int) -> Any:
         if not use_lora:
             return None
         from peft import LoraConfig
-        from transformers import AutoConfig
 
-        layers: list[int] | None = None
-        if last_layers:
-            total = AutoConfig.from_pretrained(self.model_path).num_hidden_layers
-            layers = list(range(max(total - last_layers, 0), total))
-        return LoraConfig(
-            r=r,
-            lora_alpha=2 * r,
-            # the LLaMA-architecture projections ("all-linear" cannot be combined with a layer subset)
-            target_modules="all-linear"
-            if layers is None
-            else ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-            layers_to_transform=layers,
-            task_type="CAUSAL_LM",
-        )
+        return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+
+    def load_model(self, train_last_layers: int = 0) -> Any:
+        """The model to train; with ``train_last_layers`` only the last N blocks and the final norm learn.
+
+        Backpropagation then stops at the lowest trainable block, which is what makes ~1,000-token prompts
+        trainable on a CPU; the saved checkpoint is still a whole model.
+        """
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+        if train_last_layers:
+            blocks = model.model.layers
+            trainable = {id(p) for block in blocks[-train_last_layers:] for p in block.parameters()}
+            trainable |= {id(p) for p in model.model.norm.parameters()}
+            for parameter in model.parameters():
+                parameter.requires_grad = id(parameter) in trainable
+        return model
 
     # -- metrics --------------------------------------------------------------------------------------
     def callback(self, rollout: Any = None) -> Any:
