@@ -132,8 +132,9 @@ def main() -> None:
             + (f"{train_s / 60:.0f} min" if train_s else f"reused from {workdir}")
             + f", leaderboard {bench_s / 60:.0f} min.",
             "",
-            f"Trained router: the bundled SmolLM2-135M, LoRA on its last {recipe.lora_last_layers} blocks; "
-            f"SFT warm start {recipe.sft_steps} steps × {recipe.per_device_train_batch_size} rows (targets: "
+            "Trained router: the bundled SmolLM2-135M, only its last "
+            f"{recipe.train_last_layers} blocks learn; SFT warm start {recipe.sft_steps} steps × "
+            f"{recipe.per_device_train_batch_size} rows (targets: "
             f"the task's best-value model on train, λ = {recipe.lam:g}, thought naming the task kind), then "
             f"GRPO {recipe.max_steps} steps × {recipe.num_generations} completions per prompt on per-query "
             "recorded rewards. It sees the query's first 400 characters and the 9 descriptors, and decodes "
