@@ -84,8 +84,10 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(default=60.0, gt=0, description="Per-call timeout for any endpoint.")
     local_threads: int = Field(default=2, ge=1, description="CPU threads for each embedded llama.cpp server.")
-    local_ctx: int = Field(default=8192, ge=512, description="Context (all slots) of each embedded server.")
-    local_parallel: int = Field(default=2, ge=1, description="Parallel slots of each embedded server.")
+    # Four slots of 4,096 tokens: one per subtask of an R2-Reasoner wave (r2_max_subtasks), which llama.cpp
+    # then decodes as one batch (benchmarks/results/r2_parallel.md: 1.35x over sequential, 1.09x with 2).
+    local_ctx: int = Field(default=16384, ge=512, description="Context (all slots) of each embedded server.")
+    local_parallel: int = Field(default=4, ge=1, description="Parallel slots of each embedded server.")
     api_key: str | None = Field(
         default=None, description="Bearer token `routegraph serve` requires (none: the server is open)."
     )

@@ -102,9 +102,10 @@ def main() -> None:
         f"| router decode speed, free / under the action grammar | {free_tps:.0f} / {grammar_tps:.0f} tok/s "
         f"(ratio {grammar_tps / free_tps:.2f}) |",
         "",
-        "Overhead per hop = (run wall time − the sum of each model call's own latency) / hops. It",
-        "includes the graph's bookkeeping, the one `/apply-template` request per run that renders the",
-        "router's prompt, building hop events and committing each hop to SQLite (WAL).",
+        "Overhead per hop = (run wall time − the sum of each hop's own latency) / hops. It includes",
+        "LangGraph's step bookkeeping and the checkpoint it saves after every step (what `traces resume`",
+        "restarts from), building hop events and committing each hop to SQLite (WAL). Rendering the",
+        "router's prompt on its server (`/apply-template`) is router time, counted in its first hop.",
         "",
         f"Targets: < 5 ms per hop → {'met' if overhead_ms < 5 else 'NOT met'}; "
         f"< 5 % of model time → {'met' if share < 0.05 else 'NOT met'}.",

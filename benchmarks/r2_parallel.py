@@ -7,8 +7,8 @@ same calls: ``parallel=True`` sends all 4 in one wave (llama.cpp batches them ov
 the 4 subtasks, aggregate) and over the execute phase alone (first subtask start → last subtask end).
 
 Measured for a grid of llama.cpp parallel slots per server (2, the default, and 4: one per subtask) and reply
-caps (48 tokens, and 160: replies of a few sentences, where decoding rather than prompt processing dominates
-and batching has more to give). Writes benchmarks/results/r2_parallel.md.
+caps (48 tokens, and 160: a paragraph, where decoding rather than prompt processing dominates and batching
+has more to give). Writes benchmarks/results/r2_parallel.md.
 
     .venv/bin/python benchmarks/r2_parallel.py [repeats]
 """
@@ -37,7 +37,11 @@ GRID = ((2, 48), (4, 48), (2, 160), (4, 160))
 """(llama.cpp parallel slots per server, reply cap in tokens)."""
 QUESTION = "Name one fact each about Paris, Rome, Berlin and Madrid."
 SUBTASKS = [
-    {"id": str(i), "text": f"Describe the city of {city} in two sentences.", "depends_on": []}
+    {
+        "id": str(i),
+        "text": f"Write a paragraph of about 100 words on the history of {city}.",
+        "depends_on": [],
+    }
     for i, city in enumerate(["Paris", "Rome", "Berlin", "Madrid"], start=1)
 ]
 RESULTS = Path(__file__).parent / "results" / "r2_parallel.md"
