@@ -17,6 +17,7 @@ import asyncio
 import platform
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,8 @@ from app.config import PROJECT_ROOT, Settings
 from app.pool import Pool
 from app.server import create_app
 from app.service import RouteGraphService
+
+sys.path.insert(0, str(PROJECT_ROOT))  # the scripted models are the test suite's (tests/fakes.py)
 from tests.fakes import SMALL, make_fake_pool, message_text, think_answer, think_route
 
 QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?", "How many legs does a spider have?"]
