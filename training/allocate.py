@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.bench.data import Query, load_queries, price, router_question, score_of, split
+from app.bench.data import Query, load_queries, price, router_question, score_of, split, stratified
 from app.pool import ModelEntry, Pool
 from training.common import Recipe, TrainingSession, load_recipe, resolve_path
 from training.data import router_prompt
@@ -107,19 +107,10 @@ def sft_rows(
 ) -> list[dict[str, Any]]:
     """Warm-start rows, round-robin over tasks so that every task is taught."""
     prior = task_prior(train, models, lam)
-    by_task: dict[str, list[Query]] = defaultdict(list)
-    for query in train:
-        by_task[query.task].append(query)
-    rng = random.Random(seed)
-    for queries in by_task.values():
-        rng.shuffle(queries)
-    picked: list[Query] = []
-    while len(picked) < limit and any(by_task.values()):
-        for task in sorted(by_task):
-            if by_task[task] and len(picked) < limit:
-                picked.append(by_task[task].pop())
+    shuffled = list(train)
+    random.Random(seed).shuffle(shuffled)
     rows = []
-    for query in picked:
+    for query in stratified(shuffled, limit):
         chosen = prior[query.task].name
         kind = TASK_KINDS.get(query.task, "a question")
         rows.append(
