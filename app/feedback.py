@@ -38,11 +38,12 @@ def score_run(
 
     ``models``: the pool's names, for a run whose pool snapshot lists none.
     """
-    run = db.get_run(factory, run_id)
-    if run is None or run.graph not in SCORED_GRAPHS or run.status != "ok" or not run.trajectory:
-        return None
+    # Gold first: every finished run comes here, and most have none (one small query, not the whole run).
     golds = [f for f in db.feedback_for(factory, run_id) if f.label == "gold" and f.gold_answer]
     if not golds:
+        return None
+    run = db.get_run(factory, run_id)
+    if run is None or run.graph not in SCORED_GRAPHS or run.status != "ok" or not run.trajectory:
         return None
     gold = golds[-1]
     answers = list(gold.gold_aliases or [str(gold.gold_answer)])

@@ -4,8 +4,10 @@ are reused across calls and several threads (Streamlit sessions) can stream at o
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -23,16 +25,44 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self._running()).result()
 
     def iterate(self, agen: AsyncGenerator[T, None]) -> Iterator[T]:
-        """Iterate an async generator on the loop; closing the iterator closes the generator there."""
+        """Iterate an async generator on the loop.
+
+        The generator runs ahead of the reader, its items queued: a run never waits for the thread that
+        reads its hops (a page rendering them, a terminal printing them), and a hop costs no round trip
+        between the threads. Closing the iterator early cancels the generator on the loop and returns once
+        it has finished (a run stopped this way is stored as cancelled before the close returns).
+        """
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        finished = threading.Event()
+
+        async def pump() -> None:
+            try:
+                async for item in agen:
+                    items.put(item)
+                items.put(_End())
+            except Exception as exc:  # raised to the reader, not left on the task
+                items.put(_End(exc))
+            except BaseException as exc:  # cancelled (its reader is gone) or the interpreter is stopping
+                items.put(_End(exc))
+                raise
+
+        async def start() -> asyncio.Task[None]:
+            task = asyncio.create_task(pump())
+            # Set even when the task is cancelled before it ever ran (its body's finally would not be).
+            task.add_done_callback(lambda _: finished.set())
+            return task
+
         loop = self._running()
+        task = asyncio.run_coroutine_threadsafe(start(), loop).result()
         try:
-            while True:
-                try:
-                    yield asyncio.run_coroutine_threadsafe(agen.__anext__(), loop).result()
-                except StopAsyncIteration:
-                    return
+            while not isinstance(item := items.get(), _End):
+                yield item
+            if item.error is not None:
+                raise item.error
         finally:
-            asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
+            if not finished.is_set():
+                loop.call_soon_threadsafe(task.cancel)  # raised in the generator, at whatever it awaits
+                finished.wait()
 
     def stop(self) -> None:
         if self._loop is not None:
@@ -45,3 +75,10 @@ class LoopThread:
                 self._loop = asyncio.new_event_loop()
                 threading.Thread(target=self._loop.run_forever, name="routegraph-loop", daemon=True).start()
             return self._loop
+
+
+@dataclass
+class _End:
+    """The end of an iterated generator, and the exception it ended with, if any."""
+
+    error: BaseException | None = None

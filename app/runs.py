@@ -173,11 +173,18 @@ async def drive(
     values: dict[str, Any] = {}
     status, error = "ok", None
     try:
+        # "async": a step's checkpoint is written while the next step waits on its model. Resuming loses
+        # nothing by it: each node's output is saved (as the step's pending writes) when the node
+        # finishes, whatever the mode, and a resume replays those instead of running the node again.
         updates = runnable.astream(
-            graph_input, config, context=context, stream_mode="updates", durability="sync"
+            graph_input, config, context=context, stream_mode="updates", durability="async"
         )
         async with aclosing(updates):
             async for update in updates:
+                # LangGraph queued the node's writes for saving as it emitted the update: let them land
+                # first (one turn of the loop), so a hop is never in the store but missing from the
+                # checkpoint, which a resume would answer by calling its model again.
+                await asyncio.sleep(0)
                 for node_update in update.values():
                     if not node_update:
                         continue
@@ -194,9 +201,10 @@ async def drive(
     except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading: not left 'running'
         db.finish_run(factory, run_id, status="failed", answer=values.get("answer", ""), error="cancelled")
         raise
-    with contextlib.suppress(Exception):  # resumed runs: the keys set before the interruption too
-        state = (await runnable.aget_state(config)).values
-        values.update({k: state[k] for k in FINAL_KEYS if k in state})
+    if graph_input is None:  # a resumed run: the keys set before the interruption too
+        with contextlib.suppress(Exception):
+            state = (await runnable.aget_state(config)).values
+            values.update({k: state[k] for k in FINAL_KEYS if k in state})
     if status == "ok":
         error = values.get("error")
     answer = values.get("answer", "")

@@ -83,6 +83,7 @@ class RouteGraphService:
 
     def close(self) -> None:
         self._loop.stop()
+        self._checkpoints.close()
         if self.servers is not None:
             self.servers.stop_all()
 

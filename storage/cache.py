@@ -8,6 +8,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.db import write_connection
 from storage.models import ModelResponse
 
 _INSERT = insert(ModelResponse)
@@ -45,8 +46,8 @@ class SqlResponseCache:
             "finish_reason": response.get("finish_reason"),
         }
         try:
-            with self.factory() as session, session.begin():
-                session.execute(_INSERT, row)  # Core: one INSERT, no unit of work on every pool call
+            with write_connection(self.factory) as connection:
+                connection.execute(_INSERT, row)  # Core: one INSERT, no unit of work on every pool call
         except IntegrityError:
             pass  # the same request was recorded concurrently: either copy serves
 

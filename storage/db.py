@@ -262,19 +262,34 @@ def _retry_busy(write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def create_run(factory: sessionmaker[Session], **fields: Any) -> int:
-    def write() -> int:
-        with session_scope(factory) as session:
-            run = Run(**fields)
-            session.add(run)
-            session.flush()
-            return run.id
+@contextmanager
+def write_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A write transaction (on SQLite ``BEGIN IMMEDIATE``) on a plain connection, committed on leaving the
+    block: for the writes every run makes, which need no ORM unit of work."""
+    with _engine(factory).connect() as connection:
+        connection = connection.execution_options(routegraph_write=True)
+        with connection.begin():
+            yield connection
 
-    return _retry_busy(write)
+
+def _engine(factory: sessionmaker[Session]) -> Engine:
+    return cast(Engine, factory.kw["bind"])
 
 
 _HOPS = Base.metadata.tables["hops"]
 _RUNS = Base.metadata.tables["runs"]
+_INSERT_RUN = insert(_RUNS).returning(_RUNS.c.id)
+_RUN_CREATED_AT = select(_RUNS.c.created_at).where(_RUNS.c.id == bindparam("run"))
+
+
+def create_run(factory: sessionmaker[Session], **fields: Any) -> int:
+    def write() -> int:
+        with write_connection(factory) as connection:
+            return int(connection.execute(_INSERT_RUN, fields).scalar_one())
+
+    return _retry_busy(write)
+
+
 _ADD_TO_TOTALS = (
     update(_RUNS)
     .where(_RUNS.c.id == bindparam("run"))
@@ -286,10 +301,6 @@ _ADD_TO_TOTALS = (
 )
 """Built once: SQLAlchemy then reuses its compiled form for every hop."""
 _INSERT_HOP = insert(_HOPS)
-
-
-def _engine(factory: sessionmaker[Session]) -> Engine:
-    return cast(Engine, factory.kw["bind"])
 
 
 def add_hop(factory: sessionmaker[Session], run_id: int, index: int, **fields: Any) -> None:
@@ -308,12 +319,10 @@ def add_hop(factory: sessionmaker[Session], run_id: int, index: int, **fields: A
     row = {**fields, "run_id": run_id, "index": index}
 
     def write() -> None:
-        with _engine(factory).connect() as connection:
-            connection = connection.execution_options(routegraph_write=True)
-            with connection.begin():
-                if connection.execute(_ADD_TO_TOTALS, totals).rowcount == 0:
-                    raise ValueError(f"no run {run_id}")
-                connection.execute(_INSERT_HOP, row)
+        with write_connection(factory) as connection:
+            if connection.execute(_ADD_TO_TOTALS, totals).rowcount == 0:
+                raise ValueError(f"no run {run_id}")
+            connection.execute(_INSERT_HOP, row)
 
     _retry_busy(write)
 
@@ -328,11 +337,20 @@ def finish_run(
     trajectory: str | None = None,
 ) -> None:
     def write() -> None:
-        with session_scope(factory) as session:
-            run = session.get_one(Run, run_id)
-            run.status, run.answer, run.error, run.trajectory = status, answer, error, trajectory
-            run.finished_at = utcnow()
-            run.latency_s = (run.finished_at - run.created_at).total_seconds()
+        with write_connection(factory) as connection:
+            created_at = connection.execute(_RUN_CREATED_AT, {"run": run_id}).scalar_one()
+            finished_at = utcnow()
+            finish = update(_RUNS).where(_RUNS.c.id == run_id)
+            connection.execute(
+                finish.values(
+                    status=status,
+                    answer=answer,
+                    error=error,
+                    trajectory=trajectory,
+                    finished_at=finished_at,
+                    latency_s=(finished_at - created_at).total_seconds(),
+                )
+            )
 
     _retry_busy(write)
 

@@ -6,9 +6,11 @@ import json
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -129,19 +131,52 @@ def test_running_run_of_a_dead_process_resumes_without_a_restart(settings: Setti
         assert_complete(service, service.resume(run_id), ["think", "route", "think"])
 
 
+def test_a_hop_is_stored_only_once_its_node_output_is_checkpointed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What resume relies on: a process killed after a hop was stored finds that node's output in the
+    # checkpoint, so the node (and its model) never runs twice for one stored hop.
+    path = settings.database_url.split("///", 1)[1]
+    checkpointed_hops: list[tuple[str, int]] = []
+    add_hop = db.add_hop
+
+    def add_hop_after_checking(factory: Any, run_id: int, index: int, **fields: Any) -> None:
+        with sqlite3.connect(path) as connection:
+            query = "SELECT COUNT(*) FROM writes WHERE thread_id = ? AND channel = 'hops'"
+            (count,) = connection.execute(query, (db.checkpoint_thread_id(run_id),)).fetchone()
+        checkpointed_hops.append((fields["node"], count))
+        add_hop(factory, run_id, index, **fields)
+
+    monkeypatch.setattr(db, "add_hop", add_hop_after_checking)
+    pool = make_fake_pool(
+        {ROUTER: [think_route(SMALL, "capital of France?"), think_answer("Paris")], SMALL: ["Paris."]}
+    )
+    with make_service(settings, pool) as service:
+        service.ask(QUESTION)
+    # The k-th hop is stored when the checkpoint already holds the writes of k nodes that made hops.
+    assert checkpointed_hops == [("think", 1), ("route", 2), ("think", 3)]
+
+
 def test_abandoned_stream_resumes(settings: Settings) -> None:
     pool = failing_on_second_think()
     fake(pool, ROUTER).replies.remove(DOWN)
+    small = fake(pool, SMALL)
+    small.delay_s, small.replies = 60, ["Paris.", "Paris."]  # the close lands in the first call
     with make_service(settings, pool) as service:
         stream = service.stream(QUESTION)
         first = next(stream)
         assert isinstance(first, Hop) and first.node == "think"
+        deadline = time.monotonic() + 10
+        while not small.calls and time.monotonic() < deadline:  # the run goes on: wait until it calls
+            time.sleep(0.01)
         stream.close()  # type: ignore[attr-defined]
         run = service.list_runs(limit=1)[0]
         assert (run.status, run.error) == ("failed", "cancelled")
+        small.delay_s = 0
         result = service.resume(run.id)
         assert_complete(service, result, ["think", "route", "think"])
-        assert len(fake(pool, ROUTER).calls) == 2 and len(fake(pool, SMALL).calls) == 1
+        # The router's stored step is not asked again; the call the close cut off is made again.
+        assert len(fake(pool, ROUTER).calls) == 2 and len(small.calls) == 2
 
 
 def test_hop_checkpointed_but_not_stored_is_stored_once(settings: Settings) -> None:

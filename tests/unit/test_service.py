@@ -146,11 +146,13 @@ def test_stream_yields_stored_hops_before_the_result(settings: Settings, route_a
 
 def test_abandoned_stream_closes_its_run(settings: Settings, route_answer_pool: Pool) -> None:
     # A consumer that walks away (a Streamlit rerun) closes the generator: the run is not left 'running'.
+    # The run goes on while the reader looks at a hop, so the routed model is slow: the close lands in it.
+    fake(route_answer_pool, SMALL).delay_s = 60
     with make_service(settings, route_answer_pool) as service:
         stream: Generator[Hop | RunResult, None, None] = service.stream(QUESTION)  # type: ignore[assignment]
         first = next(stream)
         assert isinstance(first, Hop) and first.node == "think"
-        stream.close()
+        stream.close()  # cancels the call in flight: returns at once, not after the model's 60 s
         run = service.list_runs(limit=1)[0]
         stored = service.get_run(run.id)
         assert stored is not None
