@@ -38,7 +38,8 @@ def score_run(
 
     ``models``: the pool's names, for a run whose pool snapshot lists none.
     """
-    # Gold first: every finished run comes here, and most have none (one small query, not the whole run).
+    if not db.has_gold_answer(factory, run_id):  # every finished run comes here; most have none
+        return None
     golds = [f for f in db.feedback_for(factory, run_id) if f.label == "gold" and f.gold_answer]
     if not golds:
         return None

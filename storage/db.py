@@ -473,6 +473,17 @@ def add_feedback(
         return feedback.id
 
 
+_GOLD_OF_RUN = (
+    select(Feedback.id).where(Feedback.run_id == bindparam("run"), Feedback.label == "gold").limit(1)
+)
+
+
+def has_gold_answer(factory: sessionmaker[Session], run_id: int) -> bool:
+    """Whether a run has gold feedback: one indexed lookup, asked for every run that finishes."""
+    with _engine(factory).connect() as connection:
+        return connection.execute(_GOLD_OF_RUN, {"run": run_id}).first() is not None
+
+
 def feedback_for(factory: sessionmaker[Session], run_id: int) -> Sequence[Feedback]:
     """A run's feedback, oldest first."""
     with factory() as session:

@@ -340,6 +340,7 @@ def test_feedback_round_trip_and_latest(factory: Factory) -> None:
     latest = db.latest_feedback(factory)
     assert {run_id: f.label for run_id, f in latest.items()} == {first: "gold", second: "correct"}
     assert db.feedback_for(factory, 999) == []
+    assert [db.has_gold_answer(factory, r) for r in (first, second, 999)] == [True, False, False]
 
 
 @pytest.mark.parametrize(
