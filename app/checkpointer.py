@@ -127,7 +127,8 @@ class Checkpoints:
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-        """A saver for one run, on the running event loop; closed when the run ends."""
+        """The saver for one run: the service's own (SQLite, memory) or one on the running event loop,
+        closed when the run ends (PostgreSQL)."""
         if self._memory is not None:
             yield self._memory
         elif self._sqlite_path is not None:

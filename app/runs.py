@@ -173,9 +173,10 @@ async def drive(
     values: dict[str, Any] = {}
     status, error = "ok", None
     try:
-        # "async": a step's checkpoint is written while the next step waits on its model. Resuming loses
-        # nothing by it: each node's output is saved (as the step's pending writes) when the node
-        # finishes, whatever the mode, and a resume replays those instead of running the node again.
+        # "async": the next step does not wait for a step's checkpoint (on PostgreSQL its round trips
+        # overlap the next model call). Resuming loses nothing by it: each node's output is saved (as the
+        # step's pending writes) when the node finishes, whatever the mode, and a resume replays those
+        # instead of running the node again.
         updates = runnable.astream(
             graph_input, config, context=context, stream_mode="updates", durability="async"
         )
