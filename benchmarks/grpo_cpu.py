@@ -24,7 +24,7 @@ from training.data import grpo_rows_from_qa
 from training.rewards import FormatReward, OutcomeReward, RouterR1Reward
 from training.rollout import RolloutConfig, RouterR1Rollout
 
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "nq_open_dev300.jsonl"
+DATA = PROJECT_ROOT / "data" / "nq_open_dev300.jsonl"
 RESULTS = Path(__file__).parent / "results" / "grpo_cpu.md"
 SFT_STEPS, GRPO_STEPS, TRAIN_ROWS, HELD_OUT = 10, 8, 32, 16
 

@@ -30,7 +30,7 @@ from app.local_models import LocalServers
 from training import allocate
 from training.common import load_recipe
 
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "routing_outcomes" / "train.jsonl"
+DATA = PROJECT_ROOT / "data" / "routing_outcomes" / "train.jsonl"
 POOL = PROJECT_ROOT / "pools" / "recorded_9llm.yaml"
 RECIPE = PROJECT_ROOT / "training" / "recipes" / "allocate_cpu.yaml"
 RESULTS = Path(__file__).parent / "results"

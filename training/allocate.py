@@ -55,7 +55,7 @@ TASK_KINDS = {
 @dataclass
 class AllocateRecipe(Recipe):
     pool_file: str = "pools/recorded_9llm.yaml"
-    data: str = "../shared/data/routing_outcomes/train.jsonl"
+    data: str = "data/routing_outcomes/train.jsonl"
     limit: int | None = 64
     """GRPO prompts, drawn from the train split, a seeded shuffle."""
     output_dir: str = "runs/allocate"

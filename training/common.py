@@ -29,7 +29,7 @@ class Recipe:
     model: str = "smollm2-135m"
     """A bundled GGUF name, a .gguf path, or a Hugging Face checkpoint (directory or hub id)."""
     pool_file: str = "pools/local.yaml"
-    data: str = "../shared/data/nq_open_dev300.jsonl"
+    data: str = "data/nq_open_dev300.jsonl"
     limit: int | None = 32
     seed: int = 0
     output_dir: str = "runs/train"

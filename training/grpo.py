@@ -16,7 +16,7 @@ from training.common import Recipe, TrainingSession, load_recipe
 
 @dataclass
 class GRPORecipe(Recipe):
-    data: str = "../shared/data/nq_open_dev300.jsonl"
+    data: str = "data/nq_open_dev300.jsonl"
     """A QA JSONL file (question, answers) or 'traces' for labelled stored runs."""
     output_dir: str = "runs/grpo"
     num_generations: int = 2

@@ -17,7 +17,7 @@ from training.common import Recipe, TrainingSession, load_recipe
 
 @dataclass
 class SFTRecipe(Recipe):
-    data: str = "synthetic:../shared/data/nq_open_dev300.jsonl"
+    data: str = "synthetic:data/nq_open_dev300.jsonl"
     limit: int | None = 64
     output_dir: str = "runs/sft"
     replay: str = "only"

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from app.config import PROJECT_ROOT
 
 Task = Literal["qa", "math", "choice"]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+DATA_DIR = PROJECT_ROOT / "data"
 SHORT_NAMES = {
     "nq": "nq_open_dev300.jsonl",
     "hotpotqa": "hotpotqa_dev300.jsonl",
@@ -84,7 +84,7 @@ def load_dataset(spec: str, limit: int | None = None) -> Dataset:
 
 def _resolve(spec: str) -> Path:
     if spec in SHORT_NAMES:
-        path = SHARED_DATA / SHORT_NAMES[spec]
+        path = DATA_DIR / SHORT_NAMES[spec]
         if not path.is_file():
             raise DataError(f"{spec}: sample file {path} does not exist")
         return path

@@ -21,7 +21,7 @@ from training.checkpoints import hf_checkpoint_from_gguf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "routing_outcomes" / "train.jsonl"
+DATA = PROJECT_ROOT / "data" / "routing_outcomes" / "train.jsonl"
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:

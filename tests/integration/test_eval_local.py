@@ -16,8 +16,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_five_nq_items_through_router_r1(tmp_path: Path) -> None:
-    if not (data.SHARED_DATA / data.SHORT_NAMES["nq"]).is_file():
-        pytest.skip("../shared/data/nq_open_dev300.jsonl is not beside the checkout")
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'traces.db'}",
         max_turns=1,

@@ -21,7 +21,7 @@ from training.grpo import GRPORecipe, build_trainer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "nq_open_dev300.jsonl"
+DATA = PROJECT_ROOT / "data" / "nq_open_dev300.jsonl"
 RESPONSE_TOKENS = 48
 
 

@@ -1,4 +1,4 @@
-"""Recorded-outcome pool backend, routers and leaderboard on a slice of the shared routing outcomes."""
+"""Recorded-outcome pool backend, routers and leaderboard on a slice of the shipped routing outcomes."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from app.bench.routers import LLMRouter
 from app.pool import EndpointError, ModelEntry, Pool, PoolError, load_pool
 from tests.fakes import make_fake_pool
 
-DATA = Path(__file__).resolve().parents[3] / "shared/data/routing_outcomes/train.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "data/routing_outcomes/train.jsonl"
 POOL = Path(__file__).resolve().parents[2] / "pools/recorded_9llm.yaml"
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared routing outcomes not beside the checkout")
 
 
 @pytest.fixture(scope="module")

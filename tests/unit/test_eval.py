@@ -222,9 +222,8 @@ def test_data_sources(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist([{"id": "a", "question": "1+1?", "answers": ["2"]}]), path)
     (item,) = data.load_dataset(str(path)).items
     assert item.task == "math" and item.answers == ["2"]
-    if (data.SHARED_DATA / data.SHORT_NAMES["nq"]).is_file():
-        nq = data.load_dataset("nq", limit=3)
-        assert nq.name == "nq" and len(nq.items) == 3 and nq.items[0].task == "qa"
+    nq = data.load_dataset("nq", limit=3)
+    assert nq.name == "nq" and len(nq.items) == 3 and nq.items[0].task == "qa"
     with pytest.raises(data.DataError, match="no such file"):
         data.load_dataset("nope")
     with pytest.raises(data.DataError, match="local Hugging Face cache"):
