@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # then decodes as one batch (benchmarks/results/r2_parallel.md: 1.35x over sequential, 1.09x with 2).
     local_ctx: int = Field(default=16384, ge=512, description="Context (all slots) of each embedded server.")
     local_parallel: int = Field(default=4, ge=1, description="Parallel slots of each embedded server.")
+    log_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("TMPDIR") or "/tmp") / "routegraph-servers",
+        description="Where the embedded model servers write their logs.",
+    )
     api_key: str | None = Field(
         default=None, description="Bearer token `routegraph serve` requires (none: the server is open)."
     )

@@ -22,9 +22,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.pool import CallResult, EndpointError
 from app.service import GRAPHS, QuestionError, RouteGraphService, RunResult
 from graphs.hops import Hop
+from graphs.ports import CallResult, EndpointError
 
 
 class ApiError(Exception):
@@ -152,16 +152,14 @@ def create_app(
     async def models(request: Request) -> Any:
         check_key(request)
         data = [{"id": g, "object": "model", "created": 0, "owned_by": "routegraph"} for g in GRAPHS]
-        data += [
-            {"id": m.name, "object": "model", "created": 0, "owned_by": "pool"} for m in service.pool.models
-        ]
+        data += [{"id": m.name, "object": "model", "created": 0, "owned_by": "pool"} for m in service.models]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         check_key(request)
         body = await read_body(request)
-        if body.model not in GRAPHS and service.pool.find(body.model) is None:
+        if body.model not in GRAPHS and service.find_model(body.model) is None:
             raise ApiError(
                 404, f"The model {body.model!r} does not exist", "invalid_request_error", "model_not_found"
             )
@@ -205,14 +203,12 @@ def create_app(
         raise AssertionError("astream always ends with a RunResult")
 
     async def _pass_through(body: ChatRequest) -> CallResult:
-        entry = service.pool.get(body.model)
-        max_tokens = body.max_completion_tokens or body.max_tokens or service.settings.response_max_tokens
+        role = {"user": "human", "assistant": "ai", "developer": "system"}
+        messages = [(role.get(m.role, m.role), m.text) for m in body.messages]
         try:
-            if entry.mode == "completion":
-                return await service.pool.ask(entry.name, _question(body.messages), max_tokens=max_tokens)
-            role = {"user": "human", "assistant": "ai", "developer": "system"}
-            messages = [(role.get(m.role, m.role), m.text) for m in body.messages]
-            return await service.pool.chat(entry, messages, max_tokens=max_tokens)
+            return await service.call_model(
+                body.model, messages, max_tokens=body.max_completion_tokens or body.max_tokens
+            )
         except EndpointError as exc:
             raise ApiError(502, str(exc), "server_error", "upstream_failed") from None
 

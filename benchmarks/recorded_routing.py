@@ -26,7 +26,7 @@ from app.bench.data import load_queries, split
 from app.bench.leaderboard import Point, summarise
 from app.bench.routers import LLMRouter
 from app.config import PROJECT_ROOT, Settings
-from app.local_models import LocalServers
+from app.pool.local_servers import LocalServers
 from training import allocate
 from training.common import load_recipe
 

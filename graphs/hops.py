@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.pool import CallResult
+from graphs.ports import CallResult
 
 
 class Hop(BaseModel):

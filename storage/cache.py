@@ -8,7 +8,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import write_connection
+from storage.engine import write_connection
 from storage.models import ModelResponse
 
 _INSERT = insert(ModelResponse)

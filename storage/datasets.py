@@ -1,7 +1,7 @@
 """Stored runs as plain training records, and labelled QA datasets imported as feedback.
 
 Storage knows nothing of prompts: ``records`` gives questions, gold answers and trajectories, and
-``app.export`` renders them into the chat rows TRL reads (it needs the graphs' prompt templates).
+``app.service.export`` renders them into the chat rows TRL reads (it needs the graphs' prompt templates).
 
 How ``import_qa`` attaches a dataset row ``{"question", "answers"}``:
 
@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import session_scope
+from storage.engine import session_scope
+from storage.feedback import label_answers
 from storage.models import Feedback, Run
 
 DATASET_SOURCE = "dataset"
@@ -107,14 +108,7 @@ def records(
     out = []
     for run in runs:
         label = latest.get(run.id)
-        answers: list[str] = []
-        correct: bool | None = None
-        if label is not None and label.label == "gold" and label.gold_answer:
-            answers = list(label.gold_aliases or [label.gold_answer])
-        elif label is not None and label.label == "correct" and run.answer:
-            answers, correct = [run.answer], True
-        elif label is not None and label.label == "incorrect":
-            correct = False
+        answers, correct = label_answers(label, run.answer)
         if labelled_only and not answers:
             continue
         out.append(

@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, delete, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import checkpoint_thread_id, session_scope
+from storage.engine import session_scope
 from storage.models import Base, Feedback, Run
+from storage.runs import checkpoint_thread_id
 
 CHECKPOINT_TABLES = ("checkpoints", "writes", "checkpoint_blobs", "checkpoint_writes")
 """LangGraph's checkpoint tables (SQLite saver: the first two; Postgres saver: all but ``writes``)."""

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import yaml
 
 from app.config import PROJECT_ROOT, load_settings
-from app.local_models import BUNDLED, LocalServers, gguf_path
 from app.pool import Pool, load_pool
+from app.pool.local_servers import BUNDLED, LocalServers, gguf_path
 from storage import db
 from storage.cache import SqlResponseCache
 

@@ -1,7 +1,10 @@
-"""Training rows for TRL, rendered with the graph's own prompt.
+"""Training rows for TRL, rendered with the graph's own prompt, from QA files or stored runs; the files
+``routegraph traces export`` writes.
 
-GRPO rows: ``{"prompt": [messages], "answers": [gold aliases], "models": [pool names], "question": str}``.
-SFT rows: ``{"prompt": [messages], "completion": [{"role": "assistant", "content": trajectory}]}``.
+GRPO rows: ``{"prompt": [messages], "answers": [gold aliases], "models": [pool names], "question": str}``
+(GRPOTrainer passes the extra columns to the reward functions).
+SFT rows: ``{"prompt": [messages], "completion": [{"role": "assistant", "content": trajectory}]}``
+(SFTTrainer's prompt-completion conversational format). Exported rows also carry their ``run_id``.
 """
 
 from __future__ import annotations
@@ -9,17 +12,23 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.pool import ModelEntry, Pool
+from app.pool import Pool
+from graphs.answers import exact_match
+from graphs.ports import ModelCard
 from graphs.router_r1 import prompts
-from storage import db
+from storage import datasets, db
+
+Kind = Literal["grpo", "sft"]
+FORMATS = ("jsonl", "parquet")
 
 
-def router_prompt(question: str, models: Sequence[ModelEntry]) -> list[dict[str, str]]:
+def router_prompt(question: str, models: Sequence[ModelCard]) -> list[dict[str, str]]:
     """Router-R1's prompt as chat messages in the conversational format TRL trainers read."""
     roles = {"system": "system", "human": "user"}
     return [{"role": roles[r], "content": c} for r, c in prompts.router_messages(question, models)]
@@ -60,42 +69,67 @@ def grpo_rows_from_qa(
     ]
 
 
+def rows_from_records(
+    records: Sequence[dict[str, Any]], models: Sequence[ModelCard], kind: Kind, *, labelled_only: bool
+) -> list[dict[str, Any]]:
+    """Stored-run records (``storage.datasets.records``) as TRL rows of one kind, each with its ``run_id``.
+
+    GRPO: every record (``labelled_only``: those with gold answers; others get ``[]``).
+    SFT: finished runs with a trajectory (``labelled_only``: whose answer matches its gold answers).
+    """
+    names = [m.name for m in models]
+    out: list[dict[str, Any]] = []
+    for record in records:
+        prompt = router_prompt(record["question"], models)
+        if kind == "grpo":
+            row = {"prompt": prompt, "answers": record["answers"], "models": names}
+            out.append({**row, "question": record["question"], "run_id": record["run_id"]})
+            continue
+        trajectory = (record["trajectory"] or "").strip()
+        if record["status"] != "ok" or not trajectory:
+            continue
+        if labelled_only and not exact_match(record["answer"] or "", record["answers"]):
+            continue
+        completion = [{"role": "assistant", "content": trajectory}]
+        out.append({"prompt": prompt, "completion": completion, "run_id": record["run_id"]})
+    return out
+
+
+def stored_rows(
+    factory: sessionmaker[Session],
+    pool: Pool,
+    kind: Kind = "grpo",
+    *,
+    since: datetime | None = None,
+    graph: str | None = None,
+    labelled_only: bool = False,
+) -> list[dict[str, Any]]:
+    """The trace store's runs as TRL rows (see :func:`rows_from_records`)."""
+    records = datasets.records(factory, since=since, graph=graph, labelled_only=labelled_only)
+    return rows_from_records(records, pool.models, kind, labelled_only=labelled_only)
+
+
 def grpo_rows_from_runs(factory: sessionmaker[Session], pool: Pool) -> tuple[list[dict[str, Any]], list[int]]:
-    """Labelled stored Router-R1 runs (gold answers from feedback) as GRPO rows, with their run ids."""
-    rows, ids = [], []
-    for run, golds in db.labelled_runs(factory, graph="router-r1"):
-        rows.append(
-            {
-                "prompt": router_prompt(run.question, pool.models),
-                "answers": golds,
-                "models": pool.names,
-                "question": run.question,
-            }
-        )
-        ids.append(run.id)
-    return rows, ids
+    """Labelled stored Router-R1 runs (pending questions included) as GRPO rows, with their run ids."""
+    rows = stored_rows(factory, pool, "grpo", graph="router-r1", labelled_only=True)
+    return [_without_run_id(row) for row in rows], [row["run_id"] for row in rows]
 
 
 def sft_rows_from_runs(factory: sessionmaker[Session], pool: Pool) -> tuple[list[dict[str, Any]], list[int]]:
     """Successful stored trajectories: labelled runs answered right, in a well-formed format."""
-    from app.metrics import exact_match
-    from training.rewards import is_well_formed
+    from graphs.router_r1.rewards import is_well_formed
 
-    rows, ids = [], []
-    for run, golds in db.labelled_runs(factory, graph="router-r1"):
-        trajectory = (run.trajectory or "").strip()
-        if not trajectory or not is_well_formed(trajectory, pool.names):
-            continue
-        if not exact_match(run.answer or "", golds):
-            continue
-        rows.append(
-            {
-                "prompt": router_prompt(run.question, pool.models),
-                "completion": [{"role": "assistant", "content": trajectory}],
-            }
-        )
-        ids.append(run.id)
-    return rows, ids
+    rows = [
+        row
+        for row in stored_rows(factory, pool, "sft", graph="router-r1", labelled_only=True)
+        if is_well_formed(row["completion"][0]["content"], pool.names)
+    ]
+    return [_without_run_id(row) for row in rows], [row["run_id"] for row in rows]
+
+
+def _without_run_id(row: dict[str, Any]) -> dict[str, Any]:
+    # Trainers get the columns they read; the ids go to the training run's provenance instead.
+    return {key: value for key, value in row.items() if key != "run_id"}
 
 
 def synthetic_sft_rows(
@@ -130,21 +164,21 @@ def r2_sft_rows_from_runs(
     factory: sessionmaker[Session], pool: Pool, max_subtasks: int = 4
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """R2-Reasoner's SFT targets from runs answered right: the decomposer's and allocator's own outputs."""
-    from app.metrics import exact_match
     from graphs.r2_reasoner import prompts as r2
 
     rows, ids = [], []
-    for run, golds in db.labelled_runs(factory, graph="r2-reasoner"):
-        if not exact_match(run.answer or "", golds):
+    for record in datasets.records(factory, graph="r2-reasoner", labelled_only=True):
+        if record["status"] != "ok" or not exact_match(record["answer"] or "", record["answers"]):
             continue
-        stored = db.get_run(factory, run.id)
+        question = record["question"]
+        stored = db.get_run(factory, record["run_id"])
         assert stored is not None
         for hop in stored.hops:
             detail = hop.detail or {}
             if not hop.router_text or hop.error or detail.get("given"):
                 continue
             if hop.node == "decompose":
-                messages = r2.decompose_messages(run.question, max_subtasks)
+                messages = r2.decompose_messages(question, max_subtasks)
             elif hop.node == "allocate":
                 decompose = next((h for h in stored.hops if h.node == "decompose"), None)
                 plan = (decompose.detail or {}).get("subtasks") if decompose else None
@@ -161,5 +195,30 @@ def r2_sft_rows_from_runs(
                     "completion": [{"role": "assistant", "content": hop.router_text}],
                 }
             )
-        ids.append(run.id)
+        ids.append(record["run_id"])
     return rows, ids
+
+
+def write(rows: list[dict[str, Any]], out: str | Path, fmt: str = "jsonl") -> Path:
+    """Write rows as JSON lines or Parquet (both load with ``datasets.load_dataset``)."""
+    path = Path(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        with path.open("w") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def load(factory: sessionmaker[Session], pool: Pool, kind: Kind = "grpo", **filters: Any) -> Any:
+    """Stored rows as a ``datasets.Dataset``, ready for GRPOTrainer / SFTTrainer."""
+    from datasets import Dataset
+
+    return Dataset.from_list(stored_rows(factory, pool, kind, **{"labelled_only": True, **filters}))

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.pool import ModelEntry, Pool
-from app.recorded import estimate_input_tokens
+from app.pool import ModelEntry
 
 SPLIT_SEED = 13
 DEV_FRACTION = 0.2
@@ -87,8 +86,3 @@ def price(entry: ModelEntry) -> float:
 
 def score_of(query: Query, entry: ModelEntry) -> float:
     return query.scores[entry.served_id]
-
-
-def call_cost(pool: Pool, query: Query, entry: ModelEntry) -> float:
-    """USD of one recorded call, with the token estimate of ``Pool.recorded``."""
-    return entry.cost(estimate_input_tokens(query.question), entry.output_tokens)

@@ -17,6 +17,7 @@ import numpy as np
 
 from app.bench.data import Query, price, router_question, score_of
 from app.pool import EndpointError, ModelEntry, Pool
+from graphs.ports import Grammar
 from graphs.router_r1 import prompts
 
 LAMBDAS: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
@@ -190,7 +191,7 @@ class LogRegRouter(_Learned):
 class LLMRouter(Router):
     """The pool's router model, prompted zero-shot with descriptors and prices; its route call picks.
 
-    Self-hosted routers (llama.cpp) decode under ``step_grammar(allow_answer=False)``, so the reply is a
+    Self-hosted routers (llama.cpp, vLLM) decode under ``step_grammar(allow_answer=False)``, so the reply is a
     route call to a known model; a malformed reply (hosted routers) falls back to the cheapest candidate.
     """
 
@@ -220,18 +221,18 @@ class LLMRouter(Router):
         return asyncio.run(self.achoose(query, candidates))
 
     async def achoose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
-        pool, router = self.pool, self.pool.router
         messages = prompts.router_messages(router_question(query), candidates)
-        stop = [prompts.SEARCH_STOP]
+        grammar = prompts.step_grammar([m.name for m in candidates], allow_answer=False)
         try:
-            if router.backend == "llamacpp":
-                grammar = prompts.step_grammar([m.name for m in candidates], allow_answer=False)
-                prompt = await pool.render_chat(router, messages)
-                result = await pool.complete(
-                    router, prompt, max_tokens=self.max_tokens, stop=stop, extra_body={"grammar": grammar}
-                )
-            else:
-                result = await pool.chat(router, messages, max_tokens=self.max_tokens, stop=stop)
+            # The router's first step, as the graph makes it: a self-hosted router decodes under the grammar.
+            result = await self.pool.generate(
+                self.pool.router.name,
+                messages,
+                continuation="",
+                max_tokens=self.max_tokens,
+                stop=[prompts.SEARCH_STOP],
+                constraint=Grammar(grammar),
+            )
         except EndpointError:
             # A slow or failing router must not abort a leaderboard: count it and fall back like a
             # malformed reply does.

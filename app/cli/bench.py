@@ -36,8 +36,8 @@ def bench_recorded(
     from app.bench import run
     from app.bench.data import load_queries, split
     from app.bench.routers import LLMRouter
-    from app.local_models import LocalServerError, LocalServers
     from app.pool import EndpointError, PoolError
+    from app.pool.local_servers import LocalServerError, LocalServers
 
     try:
         recorded = run.recorded_pool(pool, data)

@@ -1,4 +1,4 @@
-"""What the command groups share: consoles, option types, settings, errors, the service and the store."""
+"""What the command groups share: consoles, option types, settings, errors and opening the service."""
 
 from __future__ import annotations
 
@@ -35,10 +35,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def open_service(settings: Settings, *, start_servers: bool, quiet: bool) -> Any:
-    from app.local_models import LocalServerError
     from app.pool import PoolError
-    from app.service import QuestionError, RouteGraphService
-    from storage.db import StoreError
+    from app.pool.local_servers import LocalServerError
+    from app.service import QuestionError, RouteGraphService, StoreError
 
     try:
         if quiet or not start_servers:
@@ -46,16 +45,6 @@ def open_service(settings: Settings, *, start_servers: bool, quiet: bool) -> Any
         with err_console.status("Starting model servers…"):
             return RouteGraphService.create(settings, start_servers=start_servers)
     except (PoolError, StoreError, LocalServerError, QuestionError) as exc:
-        raise fail(str(exc)) from None
-
-
-def open_store(settings: Settings) -> Any:
-    """The trace store's session factory (migrated on open), or a clear error naming the database."""
-    from storage import db
-
-    try:
-        return db.session_factory(db.make_engine(settings.database_url))
-    except db.StoreError as exc:
         raise fail(str(exc)) from None
 
 

@@ -12,8 +12,8 @@ def models(pool: PoolOpt = None, config: ConfigOpt = None) -> None:
     """The pool's models, where each local GGUF is, and which local servers are running."""
     import httpx
 
-    from app.local_models import LocalServerError, gguf_path
     from app.pool import PoolError, load_pool
+    from app.pool.local_servers import LocalServerError, gguf_path
 
     settings = settings_for(config, pool_file=pool)
     try:
@@ -55,7 +55,7 @@ def models(pool: PoolOpt = None, config: ConfigOpt = None) -> None:
 
 def prepare() -> None:
     """Make sure the bundled GGUF weights are on disk (run by `make app`)."""
-    from app.local_models import prepare_bundled
+    from app.pool.local_servers import prepare_bundled
 
     for name, path in prepare_bundled().items():
         console.print(f"{name}: {path}")

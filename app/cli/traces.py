@@ -18,7 +18,6 @@ from app.cli.common import (
     fail,
     hop_table,
     open_service,
-    open_store,
     report_run,
     settings_for,
 )
@@ -93,7 +92,7 @@ def traces_resume(
     The remaining hops are added to the same run, which then finishes as usual. Give the same --pool the
     run used.
     """
-    from app.local_models import LocalServerError
+    from app.pool.local_servers import LocalServerError
     from app.service import ResumeError
 
     settings = settings_for(config, pool_file=pool)
@@ -152,28 +151,18 @@ def traces_export(
     config: ConfigOpt = None,
 ) -> None:
     """Stored runs as rows TRL's GRPOTrainer / SFTTrainer read (load with datasets.load_dataset)."""
-    from app import export
-    from app.pool import PoolError, load_pool
+    from training import data
 
     if kind not in ("grpo", "sft"):
         raise fail(f"--kind {kind!r}: choose grpo or sft", 2)
-    if fmt not in export.FORMATS:
-        raise fail(f"--format {fmt!r}: choose {' or '.join(export.FORMATS)}", 2)
-    settings = settings_for(config, pool_file=pool)
-    try:
-        loaded = load_pool(settings.pool_file)
-    except PoolError as exc:
-        raise fail(str(exc)) from None
-    factory = open_store(settings)
-    rows = export.rows(
-        factory,
-        loaded,
-        "grpo" if kind == "grpo" else "sft",
-        since=_day(since),
-        graph=graph,
-        labelled_only=labelled_only,
-    )
-    path = export.write(rows, out, fmt)
+    if fmt not in data.FORMATS:
+        raise fail(f"--format {fmt!r}: choose {' or '.join(data.FORMATS)}", 2)
+    with open_service(settings_for(config, pool_file=pool), start_servers=False, quiet=True) as service:
+        records = service.records(since=_day(since), graph=graph, labelled_only=labelled_only)
+        rows = data.rows_from_records(
+            records, service.models, "grpo" if kind == "grpo" else "sft", labelled_only=labelled_only
+        )
+    path = data.write(rows, out, fmt)
     console.print(f"wrote {len(rows)} {kind} rows to {escape(str(path))}")
 
 
@@ -188,8 +177,6 @@ def traces_import_qa(
     A question some stored run asked gets the gold answers on every such run; a new question becomes a
     pending run (no answer yet) carrying them, a labelled GRPO prompt. Re-importing adds nothing.
     """
-    from storage import datasets
-
     if not file.is_file():
         raise fail(f"{file} does not exist")
     rows = []
@@ -201,15 +188,15 @@ def traces_import_qa(
             rows.append({"question": str(item["question"]), "answers": [str(a) for a in item["answers"]]})
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise fail(f"{file}:{number}: expected a JSON object with question and answers ({exc})") from None
-    try:
-        result = datasets.import_qa(open_store(settings_for(config)), rows, graph=graph)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    console.print(
-        f"{len(rows)} QA rows: {result.attached} attached to stored runs, {result.pending} pending "
-        f"questions, {result.unchanged} already imported"
-    )
     with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+        try:
+            result = service.import_qa(rows, graph=graph)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        console.print(
+            f"{len(rows)} QA rows: {result.attached} attached to stored runs, {result.pending} pending "
+            f"questions, {result.unchanged} already imported"
+        )
         scored = service.score_labelled()
     if scored:
         console.print(f"{scored} runs scored (Router-R1 rewards stored)")
@@ -224,11 +211,9 @@ def traces_prune(
     config: ConfigOpt = None,
 ) -> None:
     """Delete runs (with their hops and feedback) older than an age; running runs are kept."""
-    from storage import models
-    from storage.maintenance import prune
-
-    cutoff = models.utcnow() - _age(older_than)
-    deleted = prune(open_store(settings_for(config)), cutoff, keep_labelled=keep_labelled)
+    age = _age(older_than)
+    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+        deleted, cutoff = service.prune(age, keep_labelled=keep_labelled)
     console.print(f"deleted {deleted} runs created before {cutoff:%Y-%m-%d %H:%M} UTC")
 
 
@@ -238,10 +223,8 @@ def traces_size(
     config: ConfigOpt = None,
 ) -> None:
     """Rows per table and the database's size on disk."""
-    from storage.maintenance import size_report
-
-    factory = open_store(settings_for(config))
-    report = size_report(factory.kw["bind"])
+    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+        report = service.size_report()
     if as_json:
         typer.echo(json.dumps(report))
         return

@@ -1,11 +1,11 @@
-"""Per-item scores from :mod:`app.metrics`, and the primary metric each task is judged by."""
+"""Per-item scores from :mod:`graphs.answers`, and the primary metric each task is judged by."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from app.evaluation.data import EvalItem
-from app.metrics import choice_match, exact_match, numeric_match, substring_match, token_f1
+from graphs.answers import choice_match, exact_match, numeric_match, substring_match, token_f1
 
 PRIMARY = {"qa": "em", "math": "numeric", "choice": "choice"}
 """QA: exact match (Router-R1's metric); math: final-number equality; multiple choice: the letter."""

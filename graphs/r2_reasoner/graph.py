@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
-from graphs.r2_reasoner.nodes import aggregate, allocate, decompose, dispatch, execute, wave
+from graphs.r2_reasoner.allocation import allocate
+from graphs.r2_reasoner.nodes import aggregate, decompose, dispatch, execute, wave
 from graphs.r2_reasoner.state import InputState, OutputState, R2Context, State, SubtaskTask
 
 builder = StateGraph(State, context_schema=R2Context, input_schema=InputState, output_schema=OutputState)

@@ -1,4 +1,5 @@
-"""R2-Reasoner nodes: decompose → allocate → (wave → execute ×ready subtasks)* → aggregate.
+"""R2-Reasoner nodes: decompose → allocate (:mod:`graphs.r2_reasoner.allocation`) → (wave → execute ×ready
+subtasks)* → aggregate.
 
 ``dispatch`` (after each ``wave``) sends every subtask whose dependencies are answered to ``execute`` with
 LangGraph ``Send``, so independent subtasks run in parallel; results merge through a dict reducer.
@@ -13,84 +14,14 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from app.pool import CallResult, EndpointError, ModelEntry, Pool
 from graphs.hops import Hop, total_cost
+from graphs.ports import EndpointError
 from graphs.r2_reasoner import prompts
+from graphs.r2_reasoner.allocation import generate, next_pricier
 from graphs.r2_reasoner.prompts import DecompositionError, Subtask
 from graphs.r2_reasoner.state import R2Context, State, SubtaskResult, SubtaskTask
 
-_CHARS_PER_TOKEN = 4  # a deliberately pessimistic estimate, used only to refuse calls before they happen
 FALLBACK_ID = "1"
-
-
-# -- pool helpers ---------------------------------------------------------------------------------------
-def by_price(pool: Pool) -> list[ModelEntry]:
-    """Candidates from cheapest to most expensive (the price tiers)."""
-    return sorted(pool.models, key=lambda m: (m.price_in + m.price_out, m.name))
-
-
-def model_for_level(pool: Pool, level: str) -> ModelEntry:
-    """easy → cheapest, hard → most expensive, medium → the middle of the price-sorted list (rounded down)."""
-    ordered = by_price(pool)
-    index = prompts.LEVELS.index(level) * (len(ordered) - 1) // (len(prompts.LEVELS) - 1)
-    return ordered[index]
-
-
-def next_pricier(pool: Pool, name: str) -> ModelEntry | None:
-    """The next model up the price tiers from ``name`` (strictly pricier), or None at the top."""
-    entry = pool.get(name)
-    price = entry.price_in + entry.price_out
-    return next((m for m in by_price(pool) if m.price_in + m.price_out > price), None)
-
-
-def default_model(pool: Pool) -> ModelEntry:
-    """Where unusable allocations and the direct-answer fallback go: the cheapest candidate."""
-    return pool.cheapest()
-
-
-def resolve_choice(pool: Pool, choice: str) -> ModelEntry | None:
-    """A level or a candidate's name → the model; None when it is neither."""
-    key = choice.strip().lower()
-    if key in prompts.LEVELS:
-        return model_for_level(pool, key)
-    return pool.find(key)
-
-
-def _structured_extra(
-    entry: ModelEntry, schema: dict[str, Any] | None, grammar: str | None
-) -> dict[str, Any] | None:
-    """Request-body extras that constrain a self-hosted model's output; hosted models get none."""
-    if entry.backend == "llamacpp":
-        if schema is not None:
-            return {"json_schema": schema}
-        return {"grammar": grammar} if grammar is not None else None
-    if entry.backend == "vllm":
-        if schema is not None:
-            return {"structured_outputs": {"json": schema}}
-        return {"structured_outputs": {"grammar": grammar}} if grammar is not None else None
-    return None
-
-
-async def _generate(
-    ctx: R2Context,
-    entry: ModelEntry,
-    messages: list[tuple[str, str]],
-    *,
-    max_tokens: int,
-    schema: dict[str, Any] | None = None,
-    grammar: str | None = None,
-) -> CallResult:
-    extra = _structured_extra(entry, schema, grammar) if ctx.use_schema else None
-    if entry.mode == "completion":
-        prompt = "\n\n".join(text for _, text in messages) + "\n"
-        return await ctx.pool.complete(entry, prompt, max_tokens=max_tokens, extra_body=extra)
-    return await ctx.pool.chat(entry, messages, max_tokens=max_tokens, extra_body=extra)
-
-
-def _estimate_cost(entry: ModelEntry, prompt: str, max_tokens: int) -> float:
-    """Upper bound of a subtask call's cost before it is made: prompt estimate plus the full reply cap."""
-    prompt_tokens = (len(prompt) + len(prompts.EXECUTE_SYSTEM)) // _CHARS_PER_TOKEN + 16
-    return entry.cost(prompt_tokens, max_tokens)
 
 
 def _plan_detail(plan: Sequence[Subtask]) -> list[dict[str, object]]:
@@ -115,7 +46,7 @@ async def decompose(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
         return {"plan": plan, "fallback": False, "hops": [hop]}
     router = ctx.pool.router
     try:
-        call = await _generate(
+        call = await generate(
             ctx,
             router,
             prompts.decompose_messages(question, ctx.max_subtasks),
@@ -153,105 +84,6 @@ def _fallback(question: str, hop: Hop, reason: str) -> dict[str, Any]:
     }
 
 
-async def allocate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]:
-    """Give each subtask a model by the configured strategy; unusable choices go to the default model."""
-    ctx = runtime.context
-    pool, plan = ctx.pool, state["plan"]
-    default = default_model(pool)
-    strategy = "fallback" if state.get("fallback") else ctx.allocation
-    started = time.time()
-    problems: dict[str, str] = {}
-    if strategy == "router":
-        return await _allocate_by_router(ctx, plan, started)
-    if strategy in ("fallback", "cheapest"):
-        chosen = default if strategy == "fallback" else pool.cheapest()
-    elif strategy == "strongest":
-        chosen = pool.most_expensive()
-    elif strategy.startswith("fixed:"):
-        named = pool.find(strategy.removeprefix("fixed:"))
-        chosen = named or default
-        if named is None:
-            problems = {s.id: f"unknown model {strategy.removeprefix('fixed:')!r}" for s in plan}
-    else:
-        chosen = default
-        problems = {s.id: f"unknown allocation strategy {strategy!r}" for s in plan}
-    allocation = {s.id: chosen.name for s in plan}
-    hop = Hop(
-        node="allocate",
-        started_at=started,
-        error=_problem_text(problems, default) if problems else None,
-        detail=_allocation_detail(strategy, allocation, problems=problems),
-    )
-    return {"allocation": allocation, "hops": [hop]}
-
-
-async def _allocate_by_router(ctx: R2Context, plan: list[Subtask], started: float) -> dict[str, Any]:
-    pool, router, default = ctx.pool, ctx.pool.router, default_model(ctx.pool)
-    ids = [s.id for s in plan]
-    try:
-        call = await _generate(
-            ctx,
-            router,
-            prompts.allocate_messages(plan, by_price(pool)),
-            max_tokens=ctx.router_max_tokens,
-            schema=prompts.allocation_schema(ids, pool.names),
-        )
-    except EndpointError as exc:
-        fallback = {sid: default.name for sid in ids}
-        hop = Hop(
-            node="allocate",
-            model=router.name,
-            error=f"{exc}; every subtask goes to {default.name}",
-            latency_s=time.time() - started,
-            started_at=started,
-            detail=_allocation_detail("router", fallback),
-        )
-        return {"allocation": fallback, "hops": [hop]}
-    problems: dict[str, str] = {}
-    try:
-        choices = prompts.parse_allocation(call.text)
-    except DecompositionError as exc:
-        choices = {}
-        problems = {sid: str(exc) for sid in ids}
-    allocation: dict[str, str] = {}
-    for sid in ids:
-        choice = choices.get(sid)
-        entry = resolve_choice(pool, choice) if choice is not None else None
-        if entry is None:
-            problems.setdefault(sid, "no choice" if choice is None else f"unknown choice {choice!r}")
-            entry = default
-        allocation[sid] = entry.name
-    hop = Hop.from_call(
-        "allocate",
-        call,
-        started,
-        router_text=call.text,
-        error=_problem_text(problems, default) if problems else None,
-        detail=_allocation_detail("router", allocation, choices=choices, problems=problems),
-    )
-    return {"allocation": allocation, "hops": [hop]}
-
-
-def _allocation_detail(
-    strategy: str,
-    allocation: dict[str, str],
-    *,
-    choices: dict[str, str] | None = None,
-    problems: dict[str, str] | None = None,
-) -> dict[str, object]:
-    detail: dict[str, object] = {"strategy": strategy, "allocation": allocation}
-    if choices is not None:
-        detail["choices"] = choices
-    if problems:
-        detail["defaulted"] = problems
-    return detail
-
-
-def _problem_text(problems: dict[str, str], default: ModelEntry) -> str:
-    listed = "; ".join(f"subtask {sid}: {why}" for sid, why in problems.items())
-    return f"{listed} → default {default.name}"
-
-
 def wave(state: State) -> dict[str, Any]:
     """Join point of the parallel branches; ``dispatch`` then schedules the next wave."""
     return {"waves": state.get("waves", 0) + 1}
@@ -284,7 +116,7 @@ def dispatch(state: State, runtime: Runtime[R2Context]) -> list[Send] | Literal[
             "reserved_usd": reserved,
             "escalated_from": escalated_from,
         }
-        reserved += _estimate_cost(ctx.pool.get(model), prompt, ctx.response_max_tokens)
+        reserved += ctx.pool.get(model).cost_bound(prompts.EXECUTE_SYSTEM + prompt, ctx.response_max_tokens)
         sends.append(Send("execute", task))
     return sends or "aggregate"
 
@@ -295,7 +127,7 @@ async def execute(task: SubtaskTask, runtime: Runtime[R2Context]) -> dict[str, A
     subtask, prompt, escalated_from = task["subtask"], task["prompt"], task["escalated_from"]
     entry = ctx.pool.get(task["model"])
     detail: dict[str, object] = {"escalated_from": escalated_from} if escalated_from else {}
-    estimate = _estimate_cost(entry, prompt, ctx.response_max_tokens)
+    estimate = entry.cost_bound(prompts.EXECUTE_SYSTEM + prompt, ctx.response_max_tokens)
     started = time.time()
     failed: str | None
     if task["reserved_usd"] + estimate > ctx.budget_usd:
@@ -381,7 +213,7 @@ async def aggregate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
     started = time.time()
     detail: dict[str, object] = {"format": fmt}
     try:
-        call = await _generate(
+        call = await generate(
             ctx,
             entry,
             prompts.aggregate_messages(question, steps, fmt),

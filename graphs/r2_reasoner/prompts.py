@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from app.pool import ModelEntry
+from graphs.ports import ModelCard
 
 Level = Literal["easy", "medium", "hard"]
 LEVELS: tuple[Level, ...] = ("easy", "medium", "hard")
@@ -177,7 +177,7 @@ Subtasks:
 Reply with JSON only, mapping each subtask id to a level or a model name, e.g. {example}"""
 
 
-def render_models(models: Sequence[ModelEntry]) -> str:
+def render_models(models: Sequence[ModelCard]) -> str:
     return "\n".join(
         f"- {m.name} (${m.price_in:.2f}/${m.price_out:.2f} per 1M tokens in/out): "
         + " ".join(m.descriptor.split())
@@ -185,7 +185,7 @@ def render_models(models: Sequence[ModelEntry]) -> str:
     )
 
 
-def allocate_messages(subtasks: Sequence[Subtask], models: Sequence[ModelEntry]) -> list[tuple[str, str]]:
+def allocate_messages(subtasks: Sequence[Subtask], models: Sequence[ModelCard]) -> list[tuple[str, str]]:
     listing = "\n".join(f"{s.id}. {s.text}" for s in subtasks)
     example = json.dumps({s.id: LEVELS[min(i, len(LEVELS) - 1)] for i, s in enumerate(subtasks[:2])})
     return [

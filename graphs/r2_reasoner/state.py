@@ -8,8 +8,8 @@ from typing import Annotated, Any, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
-from app.pool import Pool
 from graphs.hops import Hop
+from graphs.ports import ModelPool
 from graphs.r2_reasoner.prompts import Subtask
 
 
@@ -82,7 +82,7 @@ class SubtaskTask(TypedDict):
 class R2Context:
     """Per-invocation settings, passed as LangGraph runtime context (never read from globals)."""
 
-    pool: Pool
+    pool: ModelPool
     budget_usd: float = 0.01
     max_subtasks: int = 4
     allocation: str = "router"

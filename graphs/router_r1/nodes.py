@@ -7,31 +7,21 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
-from app.pool import CallResult, EndpointError, ModelEntry, Pool
 from graphs.hops import Hop, total_cost
+from graphs.ports import CallResult, EndpointError, Grammar
 from graphs.router_r1 import prompts
 from graphs.router_r1.state import RouterR1Context, State
-
-_CHARS_PER_TOKEN = 4  # a deliberately pessimistic estimate, used only to refuse calls before they happen
 
 
 async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, Any]:
     """The router generates until it emits a route call or an answer."""
     ctx = runtime.context
     started = time.time()
-    # The first step renders the router's prompt on its own server: router time, counted in this hop.
-    prompt = state.get("prompt") or await _render_prompt(ctx.pool, state["question"])
-    rendered_s = time.time() - started
     transcript = state.get("transcript", "")
     allow_answer = state.get("turns", 0) >= ctx.min_routes
     grammar = prompts.step_grammar(ctx.pool.names, allow_answer=allow_answer) if ctx.use_grammar else None
     call = await _router_generate(
-        ctx,
-        {**state, "prompt": prompt},
-        transcript,
-        stop=[prompts.SEARCH_STOP],
-        grammar=grammar,
-        max_tokens=ctx.router_max_tokens,
+        ctx, state, transcript, stop=[prompts.SEARCH_STOP], grammar=grammar, max_tokens=ctx.router_max_tokens
     )
     text = call.text
     # The stop string is not returned: put it back so the trajectory stays well-formed.
@@ -41,8 +31,7 @@ async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
     hop = Hop.from_call(
         "think", call, started, router_text=text, error=action.reason if action.kind == "malformed" else None
     )
-    hop.latency_s += rendered_s
-    return {"prompt": prompt, "transcript": transcript + text, "action": action, "hops": [hop]}
+    return {"transcript": transcript + text, "action": action, "hops": [hop]}
 
 
 def after_think(
@@ -64,7 +53,7 @@ async def route(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
     entry = ctx.pool.get(action.model)
     turns = state.get("turns", 0) + 1
     spent = total_cost(state.get("hops", []))
-    estimate = _estimate_cost(entry, action.query, ctx.response_max_tokens)
+    estimate = entry.cost_bound(prompts.POOL_MODEL_SYSTEM + action.query, ctx.response_max_tokens)
     started = time.time()
     if spent + estimate > ctx.budget_usd:
         left = max(ctx.budget_usd - spent, 0.0)
@@ -133,13 +122,6 @@ async def force_answer(state: State, runtime: Runtime[RouterR1Context]) -> dict[
     }
 
 
-async def _render_prompt(pool: Pool, question: str) -> str:
-    """Self-hosted routers continue one growing text under their chat template, exactly as in training."""
-    if pool.router.backend == "openai":
-        return ""
-    return await pool.render_chat(pool.router, prompts.router_messages(question, pool.models))
-
-
 async def _router_generate(
     ctx: RouterR1Context,
     state: State,
@@ -149,25 +131,12 @@ async def _router_generate(
     grammar: str | None,
     max_tokens: int,
 ) -> CallResult:
-    pool, router = ctx.pool, ctx.pool.router
-    if router.backend == "openai":
-        # Hosted routers take messages: the trajectory so far is the assistant's turn to continue.
-        messages = prompts.router_messages(state["question"], pool.models)
-        messages += [("ai", transcript)] if transcript else []
-        return await pool.chat(router, messages, max_tokens=max_tokens, stop=stop)
-    extra: dict[str, Any] | None = None
-    if grammar is not None:
-        extra = (
-            {"grammar": grammar}
-            if router.backend == "llamacpp"
-            else {"structured_outputs": {"grammar": grammar}}
-        )
-    return await pool.complete(
-        router, state["prompt"] + transcript, max_tokens=max_tokens, stop=stop, extra_body=extra
+    """One router step: the router continues its trajectory under the step grammar (when it enforces one)."""
+    return await ctx.pool.generate(
+        ctx.pool.router.name,
+        prompts.router_messages(state["question"], ctx.pool.models),
+        continuation=transcript,
+        max_tokens=max_tokens,
+        stop=stop,
+        constraint=Grammar(grammar) if grammar is not None else None,
     )
-
-
-def _estimate_cost(entry: ModelEntry, query: str, max_tokens: int) -> float:
-    """Upper bound of a call's cost before it is made: prompt estimate plus the full reply cap."""
-    prompt_tokens = (len(query) + len(prompts.POOL_MODEL_SYSTEM)) // _CHARS_PER_TOKEN + 16
-    return entry.cost(prompt_tokens, max_tokens)

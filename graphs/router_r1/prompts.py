@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from app.pool import ModelEntry
+from graphs.ports import ModelCard
 
 ROUTER_SYSTEM = "You are a helpful assistant that answers questions by consulting other language models."
 
@@ -51,9 +51,11 @@ FORCED_ANSWER_PREFIX = "\n<answer> "
 SEARCH_STOP = "</search>"
 ANSWER_STOP = "</answer>"
 _TAGS = ("think", "search", "answer", "information")
+TAG_PATTERN = re.compile(r"<(/?)(think|search|answer|information)>")
+"""Any opening or closing protocol tag: group 1 is "/" for a closing tag, group 2 the tag's name."""
 
 
-def render_models(models: Sequence[ModelEntry]) -> str:
+def render_models(models: Sequence[ModelCard]) -> str:
     return "\n".join(
         MODEL_DESCRIPTION.format(
             name=m.name,
@@ -67,13 +69,13 @@ def render_models(models: Sequence[ModelEntry]) -> str:
     )
 
 
-def router_user_prompt(question: str, models: Sequence[ModelEntry]) -> str:
+def router_user_prompt(question: str, models: Sequence[ModelCard]) -> str:
     return ROUTER_INSTRUCTIONS.format(
         names=", ".join(m.name for m in models), descriptions=render_models(models), question=question.strip()
     )
 
 
-def router_messages(question: str, models: Sequence[ModelEntry]) -> list[tuple[str, str]]:
+def router_messages(question: str, models: Sequence[ModelCard]) -> list[tuple[str, str]]:
     return [("system", ROUTER_SYSTEM), ("human", router_user_prompt(question, models))]
 
 

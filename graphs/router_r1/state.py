@@ -6,8 +6,8 @@ import operator
 from dataclasses import dataclass
 from typing import Annotated, TypedDict
 
-from app.pool import Pool
 from graphs.hops import Hop
+from graphs.ports import ModelPool
 from graphs.router_r1.prompts import Action
 
 
@@ -28,8 +28,6 @@ class OutputState(TypedDict, total=False):
 
 
 class State(InputState, OutputState, total=False):
-    prompt: str
-    """The router's prompt rendered with its chat template (self-hosted routers), fixed for the run."""
     action: Action
     """The action parsed from the latest router step."""
     information: str
@@ -42,7 +40,7 @@ class State(InputState, OutputState, total=False):
 class RouterR1Context:
     """Per-invocation settings, passed as LangGraph runtime context (never read from globals)."""
 
-    pool: Pool
+    pool: ModelPool
     budget_usd: float = 0.01
     max_turns: int = 4
     response_max_tokens: int = 512

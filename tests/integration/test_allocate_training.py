@@ -14,7 +14,7 @@ from app.bench.data import load_queries, split, stratified
 from app.bench.routers import LLMRouter
 from app.bench.run import recorded_pool
 from app.config import PROJECT_ROOT, Settings
-from app.local_models import LocalServers, gguf_path
+from app.pool.local_servers import LocalServers, gguf_path
 from storage import db
 from training import allocate
 from training.checkpoints import hf_checkpoint_from_gguf

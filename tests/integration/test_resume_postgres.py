@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.checkpointer import postgres_conninfo
 from app.config import Settings
 from app.service import RouteGraphService
+from app.service.checkpointer import postgres_conninfo
 from storage import maintenance
 from storage.models import utcnow
 from tests.postgres import postgres_url

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from app import cli, local_models
+from app import cli
 from app.cli import common
 from app.config import DEFAULT_POOL
-from app.pool import load_pool
+from app.pool import load_pool, local_servers
 
 DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
 ROUTER = "Dead-Router"
@@ -194,7 +194,7 @@ def test_invalid_setting_is_a_configuration_error(monkeypatch: pytest.MonkeyPatc
 def test_models_lists_the_embedded_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROUTEGRAPH_POOL_FILE")
     # Locating weights is tested elsewhere; here it must not assemble 250 MB of Gemma into ~/.cache.
-    monkeypatch.setattr(local_models, "gguf_path", lambda spec: Path(f"/weights/{spec}.gguf"))
+    monkeypatch.setattr(local_servers, "gguf_path", lambda spec: Path(f"/weights/{spec}.gguf"))
     result = invoke("models")
     assert result.exit_code == 0, text(result)
     output = text(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.metrics import (
+from graphs.answers import (
     choice_letter,
     choice_match,
     exact_match,

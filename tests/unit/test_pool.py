@@ -186,9 +186,9 @@ def test_entry_cost(
 
 def test_pool_cost_uses_the_named_entry_and_the_router() -> None:
     pool = Pool(_model("R", 0.05, 0.10), [_model("A", 0.30, 0.60), _model("B", 1.0, 2.0)])
-    assert pool.cost("a", 1000, 500) == pytest.approx(0.0006)
-    assert pool.cost("B", 1000, 500) == pytest.approx(0.002)
-    assert pool.cost("R", 1000, 500) == pytest.approx(0.0001)
+    assert pool.get("a").cost(1000, 500) == pytest.approx(0.0006)
+    assert pool.get("B").cost(1000, 500) == pytest.approx(0.002)
+    assert pool.get("R").cost(1000, 500) == pytest.approx(0.0001)
 
 
 def test_cheapest_and_most_expensive_sum_both_prices_and_break_ties_by_name() -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from app.config import Settings
 from app.pool import ModelEntry
-from app.provenance import graph_version, package_version, router_weights
 from app.service import RouteGraphService
+from app.service.provenance import graph_version, package_version, router_weights
 from tests.fakes import ROUTER, SMALL, make_fake_pool, think_answer
 
 

@@ -19,8 +19,8 @@ from app.pool import Pool
 from app.service import RouteGraphService
 from graphs.hops import Hop
 from graphs.r2_reasoner import prompts
+from graphs.r2_reasoner.allocation import model_for_level, next_pricier
 from graphs.r2_reasoner.graph import graph
-from graphs.r2_reasoner.nodes import _estimate_cost, model_for_level, next_pricier
 from graphs.r2_reasoner.state import R2Context
 from storage import db
 from tests.fakes import BIG, ROUTER, SMALL, fake, make_fake_pool, message_text
@@ -267,7 +267,7 @@ def test_budget_refusal_is_recorded_and_the_run_continues() -> None:
     ask2 = plan(("1", "a?", []), ("2", "b?", []))
     pool = make_fake_pool({ROUTER: [ask2, "x"], SMALL: ["a"], BIG: []}, router_prices=(0.0, 0.0))
     # Room for one Small-LM call: the second subtask of the same wave is refused (budget reservation).
-    one_call = 1.5 * _estimate_cost(pool.get(SMALL), "a?", 64)
+    one_call = 1.5 * pool.get(SMALL).cost_bound(prompts.EXECUTE_SYSTEM + "a?", 64)
     result = run_graph(pool, question="Who is it?", budget_usd=one_call, response_max_tokens=64)
 
     first, second = executes(result)

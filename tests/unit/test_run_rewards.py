@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from app import cli
 from app.config import DEFAULT_POOL, Settings
 from app.pool import Pool
-from app.scoring import RewardConfig, score_trajectory
 from app.service import RouteGraphService
+from graphs.router_r1.rewards import RewardConfig, score_trajectory
 from storage import datasets, db
 from tests.fakes import BIG, ROUTER, SMALL, fake, make_fake_pool, think_answer, think_route
 

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from app import cli, export
+from app import cli
 from app.config import DEFAULT_POOL
 from app.pool import load_pool
 from storage import datasets, db, maintenance
 from storage.models import utcnow
+from training import data as training_data
 
 Factory = Any
 TRAJECTORY = (
@@ -89,7 +90,9 @@ def test_grpo_export_loads_with_datasets_and_has_trl_columns(
     prompt = by_run[ids["gold"]]["prompt"]
     assert [m["role"] for m in prompt] == ["system", "user"]
     assert "What is the capital of France?" in prompt[1]["content"]
-    assert prompt == export.messages("What is the capital of France?", load_pool(DEFAULT_POOL).models)
+    assert prompt == training_data.router_prompt(
+        "What is the capital of France?", load_pool(DEFAULT_POOL).models
+    )
 
 
 def test_sft_export_keeps_labelled_runs_answered_right(factory: Factory, tmp_path: Path) -> None:
@@ -124,7 +127,7 @@ def test_export_since_filters_by_day(factory: Factory, tmp_path: Path) -> None:
 
 def test_export_load_gives_a_dataset(factory: Factory) -> None:
     fill(factory)
-    dataset = export.load(factory, load_pool(DEFAULT_POOL), "grpo", graph="router-r1")
+    dataset = training_data.load(factory, load_pool(DEFAULT_POOL), "grpo", graph="router-r1")
     assert len(dataset) == 3 and {"prompt", "answers", "models"} <= set(dataset.column_names)
 
 
@@ -150,7 +153,8 @@ def test_import_qa_attaches_to_runs_and_adds_pending_questions(factory: Factory,
         ("Who painted the Mona Lisa?", ["Leonardo da Vinci"])
     ]
     # Training sees the aliases; a second import changes nothing.
-    assert db.labelled_runs(factory)[0][1] == ["Paris", "paris, France"]
+    rows, run_ids = training_data.grpo_rows_from_runs(factory, load_pool(DEFAULT_POOL))
+    assert rows[run_ids.index(asked)]["answers"] == ["Paris", "paris, France"]
     again = invoke("traces", "import-qa", str(qa))
     assert again.exit_code == 0 and "2 already imported" in again.output
     assert len(db.feedback_for(factory, asked)) == 1

@@ -45,6 +45,10 @@ def show_message(number: int, message: dict[str, Any]) -> None:
     for index, hop in enumerate(message.get("hops", [])):
         total += hop.cost
         components.render_hop(f"ask_m{number}_h{index}", index, hop, total)
+    show_outcome(message)
+
+
+def show_outcome(message: dict[str, Any]) -> None:
     if message.get("answer"):
         st.markdown(f"**Answer:** {message['answer']}")
     for line in message.get("lines", []):
@@ -73,11 +77,7 @@ def ask(number: int, question: str) -> dict[str, Any]:
         message["notes"] = [{"level": "error", "text": f"Question refused: {exc}"}]
     except Exception as exc:  # the store or the service itself failed
         message["notes"] = [{"level": "error", "text": f"The run stopped: {type(exc).__name__}: {exc}"}]
-    if message.get("answer"):
-        st.markdown(f"**Answer:** {message['answer']}")
-    for line in message.get("lines", []):
-        st.caption(line)
-    components.render_notes(message["notes"])
+    show_outcome(message)
     return message
 
 

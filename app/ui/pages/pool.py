@@ -11,29 +11,19 @@ import streamlit as st
 from app.ui.resources import service_or_stop
 
 service = service_or_stop()
-pool = service.pool
+view = service.pool_view()
 st.title("Pool")
-st.caption(f"Pool file: {pool.source or '(built in code)'}")
+st.caption(f"Pool file: {view['file']} · router: {view['router']}")
 
-entries = [
-    {
-        "name": e.name,
-        "role": "router" if e is pool.router else "candidate",
-        "backend": e.backend,
-        "mode": e.mode,
-        "price_in ($/1M)": e.price_in,
-        "price_out ($/1M)": e.price_out,
-        "latency_s": e.latency_s,
-        "descriptor": e.descriptor,
-    }
-    for e in pool.all_entries()
-]
-st.dataframe(pd.DataFrame(entries), hide_index=True, key="pool_models")
+columns = ["name", "role", "backend", "mode", "price_in", "price_out", "latency_s", "descriptor"]
+frame = pd.DataFrame(view["entries"])[columns].rename(
+    columns={"price_in": "price_in ($/1M)", "price_out": "price_out ($/1M)"}
+)
+st.dataframe(frame, hide_index=True, key="pool_models")
 
 if st.button("Check endpoints now", key="pool_health"):
-    for entry in pool.all_entries():
-        healthy = asyncio.run(pool.health(entry))
-        (st.success if healthy else st.error)(f"{entry.name}: {'up' if healthy else 'down'}")
+    for name, healthy in asyncio.run(service.pool_health()).items():
+        (st.success if healthy else st.error)(f"{name}: {'up' if healthy else 'down'}")
 
 usage = service.model_usage()
 if usage:

@@ -18,7 +18,7 @@ st.title("Traces")
 with st.sidebar:
     graph = st.selectbox("Graph", [ANY, *GRAPHS], key="traces_graph")
     status = st.selectbox("Status", [ANY, "ok", "failed", "running"], key="traces_status")
-    models = [ANY, *sorted({u["model"] for u in service.model_usage()} | set(service.pool.names))]
+    models = [ANY, *sorted({u["model"] for u in service.model_usage()} | {m.name for m in service.models})]
     model = st.selectbox("Model used", models, key="traces_model")
     dates = st.date_input("Created between", value=[], key="traces_dates")
     min_cost = st.number_input(

@@ -1,42 +1,44 @@
-"""Composition root: joins the pool, the graphs and the trace store, and runs one question.
-
-The graphs stay pure: a run streams a graph's updates and persists each hop as it arrives
-(:func:`app.runs.drive`), so a crash mid-run leaves every completed hop in the store. The read side is
-:mod:`app.traces`, feedback and rewards :mod:`app.feedback`, resumability :mod:`app.resume`.
+"""The service: one object that answers questions with a graph over the pool and keeps every run in the
+trace store. Runs stream a graph's updates and persist each hop as it arrives
+(:func:`app.service.runs.drive`), so a crash mid-run leaves every completed hop in the store; interrupted
+runs resume
+(:mod:`app.service.resume`); feedback scores runs (:mod:`app.service.feedback`); the read side is
+:mod:`app.service.traces`. Entry points reach the pool and the store only through this class.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from app import feedback, traces
-from app.checkpointer import Checkpoints, thread_config
-from app.config import Settings
-from app.local_models import LocalServers
-from app.loop import LoopThread
-from app.pool import ModelEntry, Pool, load_pool
-from app.provenance import graph_version, router_label, router_weights
-from app.resume import ResumeError, ensure_resumable, hops_so_far, no_checkpoint, pid_alive, process_owner
-from app.runs import GRAPHS, QuestionError, RunResult, drive, graph_and_context, hop_row, run_options
-from app.scoring import RewardConfig
+from app.config import PROJECT_ROOT, Settings
+from app.pool import CallResult, ModelEntry, Pool, load_pool, router_from_checkpoint
+from app.pool.local_servers import LocalServers
+from app.service import feedback, traces
+from app.service.checkpointer import Checkpoints, thread_config
+from app.service.loop import LoopThread
+from app.service.provenance import graph_version, router_label, router_weights
+from app.service.registry import REGISTRY, QuestionError, RunOptions, graph_spec, run_options
+from app.service.resume import (
+    ResumeError,
+    ensure_resumable,
+    hops_so_far,
+    no_checkpoint,
+    pid_alive,
+    process_owner,
+)
+from app.service.runs import RunPlan, RunResult, drive, hop_row
 from graphs.hops import Hop
-from storage import db
+from graphs.router_r1.rewards import RewardConfig
+from storage import datasets, db, maintenance
 from storage.cache import SqlResponseCache
-
-__all__ = [
-    "GRAPHS",
-    "QuestionError",
-    "ResumeError",
-    "RouteGraphService",
-    "RunResult",
-    "router_from_checkpoint",
-]
-"""The embeddings (CLI, UI, server, LangChain model) import these from here, the app's one entry point."""
+from storage.models import utcnow
 
 
 @dataclass
@@ -93,7 +95,7 @@ class RouteGraphService:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- running --------------------------------------------------------------------------------------
+    # -- running ---------------------------------------------------------------------------------------------
     async def astream(
         self,
         question: str,
@@ -109,22 +111,13 @@ class RouteGraphService:
         """
         if not question or not question.strip():
             raise QuestionError("the question is empty")
-        if budget_usd is not None and budget_usd <= 0:
-            raise QuestionError("the budget must be a positive amount of USD")
-        if graph not in GRAPHS:
-            raise QuestionError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
         options = run_options(self.settings, graph, budget_usd, max_turns)
-        compiled, context, extra = graph_and_context(self.settings, self.pool, graph, **options)
         async with self._checkpoints.open() as saver:
             run_id = self._open_run(question, graph, options)
-            config = thread_config(db.checkpoint_thread_id(run_id), **extra)
-            runnable = compiled.copy(update={"checkpointer": saver})
+            plan = self._plan(run_id, graph, question, options, saver)
             # aclosing: a caller that stops reading closes the inner generator now, so the run is
             # marked 'cancelled' before the close returns (not whenever the generator is collected).
-            start = {"question": question}
-            run = drive(
-                self._factory, runnable, config, context, start, run_id, graph, question, on_ok=self._score
-            )
+            run = drive(self._factory, plan, {"question": question}, on_ok=self._score)
             async with aclosing(run):
                 async for item in run:
                     yield item
@@ -141,14 +134,11 @@ class RouteGraphService:
         run = db.get_run(self._factory, run_id)
         ensure_resumable(run_id, run)
         assert run is not None
-        stored_options = run.options or {}
-        budget_usd, max_turns = stored_options.get("budget_usd"), stored_options.get("max_turns")
-        options = run_options(self.settings, run.graph, budget_usd, max_turns)
-        compiled, context, extra = graph_and_context(self.settings, self.pool, run.graph, **options)
-        config = thread_config(db.checkpoint_thread_id(run_id), **extra)
+        stored = run.options or {}
+        options = run_options(self.settings, run.graph, stored.get("budget_usd"), stored.get("max_turns"))
         async with self._checkpoints.open() as saver:
-            runnable = compiled.copy(update={"checkpointer": saver})
-            snapshot = await runnable.aget_state(config)
+            plan = self._plan(run_id, run.graph, run.question, options, saver)
+            snapshot = await plan.runnable.aget_state(plan.config)
             if snapshot.created_at is None:
                 raise no_checkpoint(run_id, durable=self._checkpoints.durable)
             claimed = db.claim_run(
@@ -157,21 +147,22 @@ class RouteGraphService:
             if not claimed:
                 raise ResumeError(f"run {run_id} changed while resuming it (did another process resume it?)")
             hops = hops_so_far(self._factory, run, snapshot.values.get("hops", []))
-            rest = drive(
-                self._factory,
-                runnable,
-                config,
-                context,
-                None,
-                run_id,
-                run.graph,
-                run.question,
-                hops,
-                on_ok=self._score,
-            )
+            rest = drive(self._factory, plan, None, hops, on_ok=self._score)
             async with aclosing(rest):
                 async for item in rest:
                     yield item
+
+    def _plan(self, run_id: int, graph: str, question: str, options: RunOptions, saver: Any) -> RunPlan:
+        """The graph bound to the run's thread, checkpointer and runtime context."""
+        compiled, context, extra = graph_spec(graph).bind(self.settings, self.pool, options)
+        return RunPlan(
+            run_id=run_id,
+            graph=graph,
+            question=question,
+            runnable=compiled.copy(update={"checkpointer": saver}),
+            config=thread_config(db.checkpoint_thread_id(run_id), **extra),
+            context=context,
+        )
 
     def check_resumable(self, run_id: int) -> None:
         """Raise :class:`ResumeError` unless :meth:`resume` can continue this run (no model is called)."""
@@ -199,7 +190,7 @@ class RouteGraphService:
         """Synchronous iteration over hops and the final result (Streamlit scripts run synchronously)."""
         return self._loop.iterate(self.astream(question, **options))
 
-    def _open_run(self, question: str, graph: str, options: dict[str, Any] | None = None) -> int:
+    def _open_run(self, question: str, graph: str, options: RunOptions | None = None) -> int:
         """A new run row owned by this process: the router, its weights, the prices in force now, the graph
         code's version and the run's options."""
         return db.create_run(
@@ -207,10 +198,10 @@ class RouteGraphService:
             question=question,
             graph=graph,
             router_model=router_label(self.pool.router),
-            router_checkpoint=router_weights(self.pool.router) if graph in GRAPHS else None,
+            router_checkpoint=router_weights(self.pool.router) if graph in REGISTRY else None,
             graph_version=graph_version(graph),
             pool_snapshot=self.pool.snapshot(),
-            options=options,
+            options=options.as_dict() if options else None,
             owner=process_owner(),
         )
 
@@ -236,7 +227,7 @@ class RouteGraphService:
         total_latency = latency_s if latency_s is not None else sum(h.latency_s for h in hops)
         return RunResult.from_hops(run_id, graph, question, status, answer, error, hops, total_latency)
 
-    # -- feedback and rewards (app.feedback) ----------------------------------------------------------
+    # -- feedback and rewards (app.service.feedback) ---------------------------------------------------------
     def add_feedback(
         self, run_id: int, label: str, gold_answer: str | None = None, *, source: str = "user"
     ) -> int:
@@ -264,7 +255,7 @@ class RouteGraphService:
     def _rewards(self) -> RewardConfig:
         return RewardConfig(alpha=self.settings.reward_alpha, metric=self.settings.reward_metric)
 
-    # -- reading traces (app.traces) ------------------------------------------------------------------
+    # -- the trace store, read and kept (app.service.traces, storage) ----------------------------------------
     def list_runs(self, **filters: Any) -> Any:
         return db.list_runs(self._factory, **filters)
 
@@ -291,22 +282,70 @@ class RouteGraphService:
 
     hop_timeline = staticmethod(traces.hop_timeline)
 
+    def records(self, **filters: Any) -> list[dict[str, Any]]:
+        """Finished and pending runs as plain records with their gold answers (training rows' source)."""
+        return datasets.records(self._factory, **filters)
+
+    def import_qa(self, rows: list[dict[str, Any]], *, graph: str) -> datasets.ImportResult:
+        """Store labelled QA rows as gold feedback (new questions become pending runs of ``graph``)."""
+        graph_spec(graph)
+        return datasets.import_qa(self._factory, rows, graph=graph)
+
+    def prune(self, older_than: timedelta, *, keep_labelled: bool) -> tuple[int, datetime]:
+        """Delete runs created more than ``older_than`` ago: (how many, the cutoff in UTC)."""
+        cutoff = utcnow() - older_than
+        return maintenance.prune(self._factory, cutoff, keep_labelled=keep_labelled), cutoff
+
+    def size_report(self) -> dict[str, Any]:
+        return maintenance.size_report(db.engine_of(self._factory))
+
+    # -- the pool, as entry points see it --------------------------------------------------------------------
+    @property
+    def models(self) -> Sequence[ModelEntry]:
+        """The candidate models (not the router)."""
+        return self.pool.models
+
+    def find_model(self, name: str) -> ModelEntry | None:
+        return self.pool.find(name)
+
+    def pool_view(self) -> dict[str, Any]:
+        """What the pool is, for people: its file (relative to the project when inside it), the router and
+        the weights it runs, and every entry's prices and descriptors."""
+        source = self.pool.source
+        if source is not None and Path(source).resolve().is_relative_to(PROJECT_ROOT):
+            source = Path(source).resolve().relative_to(PROJECT_ROOT)
+        return {
+            "file": str(source) if source else "(built in code)",
+            "router": router_label(self.pool.router),
+            "router_weights": router_weights(self.pool.router),
+            "entries": [
+                {"role": "router" if e is self.pool.router else "candidate", **e.model_dump()}
+                for e in self.pool.all_entries()
+            ],
+        }
+
+    async def pool_health(self) -> dict[str, bool]:
+        """Whether each entry's endpoint answers now (router and candidates)."""
+        entries = self.pool.all_entries()
+        results = await asyncio.gather(*(self.pool.health(e) for e in entries))
+        return {e.name: ok for e, ok in zip(entries, results, strict=True)}
+
+    async def call_model(
+        self, name: str, messages: Sequence[tuple[str, str]], *, max_tokens: int | None = None
+    ) -> CallResult:
+        """One pool model answers a conversation directly (no graph, nothing stored); a base model gets the
+        last user turn through its few-shot template."""
+        entry = self.pool.get(name)
+        cap = max_tokens or self.settings.response_max_tokens
+        if entry.mode == "completion":
+            question = next((text for role, text in reversed(messages) if role == "human"), "")
+            return await self.pool.ask(entry.name, question, max_tokens=cap)
+        return await self.pool.chat(entry, messages, max_tokens=cap)
+
     def reference_cost(self, input_tokens: int, output_tokens: int) -> tuple[str, float]:
         """What these tokens would have cost on the pool's most expensive model: (name, USD)."""
         entry = self.pool.most_expensive()
         return entry.name, entry.cost(input_tokens, output_tokens)
-
-
-def router_from_checkpoint(router: ModelEntry, checkpoint: str) -> ModelEntry:
-    """The pool's router entry pointed at a trained checkpoint: GGUF on llama.cpp, else vLLM."""
-    path = Path(checkpoint).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise QuestionError(f"router checkpoint {path} does not exist")
-        changes: dict[str, Any] = {"backend": "llamacpp", "gguf": str(path.resolve()), "hf_model": None}
-    else:
-        changes = {"backend": "vllm", "hf_model": str(path.resolve()) if path.exists() else checkpoint}
-    return router.model_copy(update={**changes, "base_url": None, "model_id": None})
 
 
 def _last(items: Iterator[Hop | RunResult], on_hop: Callable[[Hop], None] | None) -> RunResult:

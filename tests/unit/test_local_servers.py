@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from app import local_models
 from app.config import Settings
-from app.local_models import (
+from app.pool import ModelEntry, Pool, PoolError, local_servers
+from app.pool.local_servers import (
     LocalServer,
     LocalServerError,
     LocalServers,
@@ -24,7 +24,6 @@ from app.local_models import (
     llamacpp_command,
     vllm_command,
 )
-from app.pool import ModelEntry, Pool, PoolError
 
 # A stand-in for a llama.cpp server: answers 200 on every GET (so /health too) until terminated.
 HEALTHY_SERVER = """
@@ -80,7 +79,7 @@ def pid_exists(pid: int) -> bool:
 def test_llamacpp_command() -> None:
     settings = Settings(local_threads=3, local_ctx=4096, local_parallel=4)
     command = llamacpp_command(Path("/weights/model.gguf"), 8123, settings)
-    assert command[:3] == [sys.executable, "-m", "app.local_models"]
+    assert command[:3] == [sys.executable, "-m", "app.pool.local_servers"]
     assert "/weights/model.gguf" in command
     pairs = dict(zip(command[3::2], command[4::2], strict=True))
     assert pairs == {
@@ -98,7 +97,7 @@ def test_llamacpp_command_parses_in_the_child(monkeypatch: pytest.MonkeyPatch) -
     command = llamacpp_command(Path("/w/m.gguf"), 8123, Settings())
     monkeypatch.setitem(sys.modules, "xllamacpp", None)
     with pytest.raises(ModuleNotFoundError, match="xllamacpp"):
-        local_models._serve(command[3:])
+        local_servers._serve(command[3:])
 
 
 def test_vllm_command() -> None:
@@ -208,7 +207,7 @@ def test_start_for_shares_one_server_per_weights_file(
         commands.append((gguf, port))
         return [sys.executable, "-c", HEALTHY_SERVER, str(port)]
 
-    monkeypatch.setattr(local_models, "llamacpp_command", fake_command)
+    monkeypatch.setattr(local_servers, "llamacpp_command", fake_command)
     pool = Pool(
         entry("Router", backend="llamacpp", gguf=str(weights)),
         [entry("Chat", backend="llamacpp", gguf=str(weights)), api_entry()],
@@ -230,10 +229,16 @@ def test_start_for_shares_one_server_per_weights_file(
     assert server.process is not None and not pid_exists(server.process.pid)
 
 
+def log_dir_in(tmp_path: Path) -> Path:
+    return tmp_path / "routegraph-servers"
+
+
 # -- LocalServer failures ----------------------------------------------------------------------------------
 def test_server_that_exits_at_once_reports_code_and_log(tmp_path: Path) -> None:
     script = "import sys; print('model failed to load', flush=True); sys.exit(3)"
-    server = LocalServer(label="Broken", command=[sys.executable, "-c", script], port=free_port())
+    server = LocalServer(
+        label="Broken", command=[sys.executable, "-c", script], port=free_port(), log_dir=log_dir_in(tmp_path)
+    )
     started = time.monotonic()
     with pytest.raises(LocalServerError) as caught:
         server.start(timeout_s=20)
@@ -247,9 +252,8 @@ def test_server_that_exits_at_once_reports_code_and_log(tmp_path: Path) -> None:
 
 
 def test_server_that_never_gets_healthy_is_stopped(tmp_path: Path) -> None:
-    server = LocalServer(
-        label="Sleepy", command=[sys.executable, "-c", "import time; time.sleep(60)"], port=free_port()
-    )
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    server = LocalServer(label="Sleepy", command=sleeper, port=free_port(), log_dir=log_dir_in(tmp_path))
     started = time.monotonic()
     with pytest.raises(LocalServerError, match="not healthy") as caught:
         server.start(timeout_s=1.0)
@@ -261,18 +265,19 @@ def test_server_that_never_gets_healthy_is_stopped(tmp_path: Path) -> None:
     assert not server.running
 
 
-def test_stop_and_kill_are_safe_to_repeat() -> None:
-    server = LocalServer(label="Idle", command=[], port=free_port())
+def test_stop_and_kill_are_safe_to_repeat(tmp_path: Path) -> None:
+    server = LocalServer(label="Idle", command=[], port=free_port(), log_dir=log_dir_in(tmp_path))
     server.stop()
     server.kill()  # never started: nothing to do
     assert not server.running
 
 
-def test_server_outlives_the_thread_that_started_it() -> None:
+def test_server_outlives_the_thread_that_started_it(tmp_path: Path) -> None:
     # PR_SET_PDEATHSIG fires when the spawning *thread* exits; Streamlit starts servers on short-lived
     # script threads, so servers must be spawned from a thread that lives as long as the process.
     port = free_port()
-    server = LocalServer("Short-Lived", [sys.executable, "-c", HEALTHY_SERVER, str(port)], port)
+    command = [sys.executable, "-c", HEALTHY_SERVER, str(port)]
+    server = LocalServer("Short-Lived", command, port, log_dir=log_dir_in(tmp_path))
     starter = threading.Thread(target=server.start, args=(20,))
     starter.start()
     starter.join()

@@ -38,19 +38,20 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from sqlalchemy.engine import make_url
 
+from app.service.registry import REGISTRY
 from graphs.hops import Hop
-from graphs.r2_reasoner.prompts import Subtask
-from graphs.r2_reasoner.state import SubtaskResult
-from graphs.router_r1.prompts import Action
 
-STATE_TYPES: tuple[type, ...] = (Hop, Action, Subtask, SubtaskResult)
-"""Our classes inside graph states: the only ones a checkpoint may deserialise (LangGraph's allowlist)."""
 SQLITE_TIMEOUT_S = 30.0
 """Busy timeout of the saver's SQLite connection, as the trace store's own (``storage.db``)."""
 
 
+def state_types() -> tuple[type, ...]:
+    """Our classes inside graph states: the only ones a checkpoint may deserialise (LangGraph's allowlist)."""
+    return (Hop, *(t for spec in REGISTRY.values() for t in spec.state_types()))
+
+
 def serializer() -> JsonPlusSerializer:
-    return JsonPlusSerializer(allowed_msgpack_modules=[(t.__module__, t.__name__) for t in STATE_TYPES])
+    return JsonPlusSerializer(allowed_msgpack_modules=[(t.__module__, t.__name__) for t in state_types()])
 
 
 def postgres_conninfo(database_url: str) -> str:

@@ -1,7 +1,7 @@
 """Embedded model servers: where the bundled GGUF weights are, and llama.cpp / vLLM servers on 127.0.0.1.
 
-Each server runs in a child process (``python -m app.local_models``) so that it can be stopped, or killed
-in a test, independently of the caller; the child dies with its parent (PR_SET_PDEATHSIG), so neither
+Each server runs in a child process (``python -m app.pool.local_servers``) so that it can be stopped, or
+killed in a test, independently of the caller; the child dies with its parent (PR_SET_PDEATHSIG), so neither
 Ctrl-C nor a crash leaves orphans behind.
 """
 
@@ -12,22 +12,20 @@ import atexit
 import ctypes
 import functools
 import importlib.util
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from app.config import Settings
-from app.pool import ModelEntry, Pool, PoolError
+from app.pool.entries import ModelEntry, PoolError
+from app.pool.pool import Pool
 
 SMOLLM2 = "smollm2-135m"
 GEMMA3 = "gemma3-270m"
@@ -81,7 +79,7 @@ def _spawner() -> ThreadPoolExecutor:
 
 def llamacpp_command(gguf: Path, port: int, settings: Settings) -> list[str]:
     return [
-        sys.executable, "-m", "app.local_models", "--gguf", str(gguf), "--port", str(port),
+        sys.executable, "-m", "app.pool.local_servers", "--gguf", str(gguf), "--port", str(port),
         "--threads", str(settings.local_threads), "--ctx", str(settings.local_ctx),
         "--parallel", str(settings.local_parallel),
     ]  # fmt: skip
@@ -104,6 +102,7 @@ class LocalServer:
     label: str
     command: list[str]
     port: int
+    log_dir: Path
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -112,9 +111,8 @@ class LocalServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout_s: float) -> None:
-        log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "routegraph-servers"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{self.label}-{self.port}.log"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_dir / f"{self.label}-{self.port}.log"
         with self.log_path.open("wb") as log:
             # Spawned from a thread that lives as long as the process: PR_SET_PDEATHSIG fires when the
             # spawning *thread* exits, and callers such as Streamlit script runs are short-lived threads.
@@ -195,7 +193,9 @@ class LocalServers:
             server = self.servers.get(key)
             if server is None or not server.running:
                 port = free_port()
-                server = LocalServer(label=entry.name, command=make(port), port=port)
+                server = LocalServer(
+                    label=entry.name, command=make(port), port=port, log_dir=self.settings.log_dir
+                )
                 server.start(wait)
                 self.servers[key] = server
             self.by_model[entry.name] = server
@@ -208,16 +208,6 @@ class LocalServers:
     def status(self) -> list[tuple[str, str, bool]]:
         """(model, base URL, running) for each started model."""
         return [(name, s.base_url, s.running) for name, s in self.by_model.items()]
-
-
-@contextmanager
-def running_pool(pool: Pool, settings: Settings) -> Iterator[LocalServers]:
-    servers = LocalServers(settings)
-    try:
-        servers.start_for(pool)
-        yield servers
-    finally:
-        servers.stop_all()
 
 
 def _serve(argv: list[str] | None = None) -> None:

@@ -1,8 +1,8 @@
 """``backend: recorded``: replay a model's recorded score on a query instead of calling it.
 
 An outcome file is JSONL of ``{question, scores: {served model id: score}}`` rows. A recorded call returns
-the score with a placeholder text and an estimated cost; :meth:`app.pool.Pool.ask` routes recorded entries
-here.
+the score with a placeholder text and an estimated cost; :meth:`app.pool.pool.Pool.ask` routes recorded
+entries here.
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.pool import CallResult, EndpointError, ModelEntry, PoolError
-
-
-def estimate_input_tokens(query: str) -> int:
-    """The input-token estimate of a recorded call: one token per 4 characters, rounded up."""
-    return -(-len(query) // 4)
+from app.pool.entries import ModelEntry, PoolError
+from graphs.ports import CallResult, EndpointError, estimate_tokens
 
 
 def replay(entry: ModelEntry, path: Path, query: str) -> CallResult:
@@ -29,7 +25,7 @@ def replay(entry: ModelEntry, path: Path, query: str) -> CallResult:
     if entry.served_id not in scores:
         raise EndpointError(entry.name, f"no score for {entry.served_id!r} in {path}")
     score = float(scores[entry.served_id])
-    tokens_in, tokens_out = estimate_input_tokens(query), entry.output_tokens
+    tokens_in, tokens_out = estimate_tokens(query), entry.output_tokens
     return CallResult(
         model=entry.name,
         text=f"[recorded outcome of {entry.name}: score {score:g}]",

@@ -1,5 +1,5 @@
 """Judgements of stored runs and the Router-R1 rewards they earn: reads a run and its gold answers, scores
-it with :func:`app.scoring.score_trajectory` and stores a ``Reward`` row."""
+it with :func:`graphs.router_r1.rewards.score_trajectory` and stores a ``Reward`` row."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.scoring import SCORED_GRAPHS, RewardConfig, score_trajectory
+from app.service.registry import SCORED_GRAPHS
+from graphs.router_r1.rewards import RewardConfig, score_trajectory
 from storage import db
 
 

@@ -1,5 +1,5 @@
-"""A graph run: its options, the compiled graph and runtime context it runs with, the loop that streams it
-and stores each hop as it arrives, hops as stored rows, and the result handed to callers.
+"""A graph run: the plan it runs with, the loop that streams it and stores each hop as it arrives, hops as
+stored rows, and the result handed to callers.
 
 The graphs stay pure: :func:`drive` persists every hop the moment the stream yields it, so a crash mid-run
 leaves every completed hop in the store.
@@ -12,75 +12,33 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.pool import Pool
 from graphs.hops import Hop
 from storage import db
 
-GRAPHS = ("router-r1", "r2-reasoner")
 FINAL_KEYS = ("answer", "error", "transcript")
 """State keys a graph's nodes may set that the run row keeps."""
 
 
-class QuestionError(ValueError):
-    """The question cannot be asked (empty, or an unknown graph)."""
+@dataclass(frozen=True)
+class RunPlan:
+    """One graph run as :func:`drive` runs it: the stored row, and the graph bound to its thread."""
 
-
-def run_options(
-    settings: Settings, graph: str, budget_usd: float | None, max_turns: int | None
-) -> dict[str, Any]:
-    """The run's options with the settings' defaults filled in: stored on the run, so a resume uses them.
-
-    For r2-reasoner ``max_turns`` bounds the number of subtasks.
-    """
-    default_turns = settings.r2_max_subtasks if graph == "r2-reasoner" else settings.max_turns
-    return {
-        "budget_usd": budget_usd if budget_usd is not None else settings.budget_usd,
-        "max_turns": max_turns if max_turns is not None else default_turns,
-    }
-
-
-def graph_and_context(
-    settings: Settings, pool: Pool, graph: str, budget_usd: float, max_turns: int
-) -> tuple[Any, Any, dict[str, Any]]:
-    """The compiled graph (no checkpointer yet), its runtime context and extra run config."""
-    s = settings
-    if graph == "router-r1":
-        from graphs.router_r1.graph import graph as compiled
-        from graphs.router_r1.state import RouterR1Context
-
-        context = RouterR1Context(
-            pool=pool,
-            budget_usd=budget_usd,
-            max_turns=max_turns,
-            response_max_tokens=s.response_max_tokens,
-            router_max_tokens=s.router_max_tokens,
-            min_routes=s.min_routes,
-        )
-        return compiled, context, {}
-    if graph == "r2-reasoner":
-        from graphs.r2_reasoner.graph import graph as r2_graph
-        from graphs.r2_reasoner.graph import recursion_limit
-        from graphs.r2_reasoner.state import R2Context
-
-        r2_context = R2Context(
-            pool=pool,
-            budget_usd=budget_usd,
-            max_subtasks=max_turns,
-            allocation=s.r2_allocation,
-            escalate=s.r2_escalate,
-            aggregator=s.r2_aggregator,
-            response_max_tokens=s.response_max_tokens,
-            router_max_tokens=s.router_max_tokens,
-        )
-        return r2_graph, r2_context, {"recursion_limit": recursion_limit(max_turns)}
-    raise QuestionError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
+    run_id: int
+    graph: str
+    question: str
+    runnable: Any
+    """The compiled graph with the run's checkpointer."""
+    config: dict[str, Any]
+    """LangGraph run config: the run's thread (``run-<id>``) and e.g. a recursion limit."""
+    context: Any
+    """The graph's runtime context (pool, budget, limits)."""
 
 
 class RunResult(BaseModel):
@@ -153,13 +111,8 @@ class RunResult(BaseModel):
 
 async def drive(
     factory: sessionmaker[Session],
-    runnable: Any,
-    config: dict[str, Any],
-    context: Any,
+    plan: RunPlan,
     graph_input: dict[str, Any] | None,
-    run_id: int,
-    graph: str,
-    question: str,
     stored: Sequence[Hop] = (),
     *,
     on_ok: Callable[[int], object],
@@ -167,6 +120,7 @@ async def drive(
     """Run a checkpointed graph (``graph_input`` None: continue its thread after the ``stored`` hops),
     storing each new hop as it arrives, then finish the run row from the final state, call ``on_ok`` with a
     finished run's id and yield the result."""
+    runnable, config, run_id = plan.runnable, plan.config, plan.run_id
     started = time.perf_counter()
     hops = list(stored)
     seen = {hop_key(hop) for hop in hops}
@@ -178,7 +132,7 @@ async def drive(
         # step's pending writes) when the node finishes, whatever the mode, and a resume replays those
         # instead of running the node again.
         updates = runnable.astream(
-            graph_input, config, context=context, stream_mode="updates", durability="async"
+            graph_input, config, context=plan.context, stream_mode="updates", durability="async"
         )
         async with aclosing(updates):
             async for update in updates:
@@ -218,7 +172,7 @@ async def drive(
             await runnable.checkpointer.adelete_thread(config["configurable"]["thread_id"])
         on_ok(run_id)
     yield RunResult.from_hops(
-        run_id, graph, question, status, answer, error, list(hops), time.perf_counter() - started
+        run_id, plan.graph, plan.question, status, answer, error, list(hops), time.perf_counter() - started
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.metrics import substring_match
+from graphs.answers import substring_match
 from storage import db
 
 

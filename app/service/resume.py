@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.runs import GRAPHS, hop_from_row, hop_key, hop_row
+from app.service.registry import REGISTRY
+from app.service.runs import hop_from_row, hop_key, hop_row
 from graphs.hops import Hop
 from storage import db
 
@@ -22,7 +23,7 @@ def ensure_resumable(run_id: int, run: Any) -> None:
     """Raise :class:`ResumeError` unless the stored ``run`` (None: unknown) may be resumed by this process."""
     if run is None:
         raise ResumeError(f"no run with id {run_id}")
-    if run.graph not in GRAPHS:
+    if run.graph not in REGISTRY:
         raise ResumeError(f"run {run_id} ({run.graph}) was recorded directly, not run by a graph")
     if run.status == "ok":
         raise ResumeError(f"run {run_id} already finished (status ok): nothing to resume")

@@ -8,8 +8,8 @@ from importlib import import_module, metadata
 from pathlib import Path
 
 from app.pool import ModelEntry
-
-GRAPH_PACKAGES = {"router-r1": "graphs.router_r1", "r2-reasoner": "graphs.r2_reasoner"}
+from app.pool.local_servers import BUNDLED
+from app.service.registry import REGISTRY
 
 
 @lru_cache(maxsize=1)
@@ -29,12 +29,13 @@ def graph_version(graph: str) -> str:
     >>> graph_version("router-r1").startswith(package_version() + "+g")
     True
     """
-    package = GRAPH_PACKAGES.get(graph)
-    if package is None:
+    spec = REGISTRY.get(graph)
+    if spec is None:
         return package_version()
-    folder = Path(str(import_module(package).__file__)).parent
+    folder = Path(str(import_module(spec.package).__file__)).parent
     digest = hashlib.sha256()
-    for source in [*sorted(folder.glob("*.py")), folder.parent / "hops.py"]:
+    shared = [folder.parent / name for name in ("hops.py", "ports.py", "answers.py")]
+    for source in [*sorted(folder.glob("*.py")), *shared]:
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return f"{package_version()}+g{digest.hexdigest()[:10]}"
 
@@ -53,5 +54,5 @@ def router_weights(router: ModelEntry) -> str | None:
 def router_label(router: ModelEntry) -> str:
     """The router's name, and the checkpoint it runs when that is not a bundled model."""
     weights = router.gguf if router.backend == "llamacpp" else router.hf_model
-    bundled = weights in ("smollm2-135m", "gemma3-270m")
+    bundled = weights in BUNDLED
     return router.name if weights is None or bundled else f"{router.name} [{weights}]"

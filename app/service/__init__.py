@@ -1,0 +1,22 @@
+"""The composition root: the only package that joins the graphs, the pool and the trace store.
+
+Entry points (CLI, Streamlit pages, the OpenAI-compatible server, the LangChain model) and experiments
+(evaluation, bench) import what they need from here: ``from app.service import RouteGraphService``.
+"""
+
+from app.pool.entries import router_from_checkpoint
+from app.service.registry import GRAPHS, QuestionError
+from app.service.resume import ResumeError
+from app.service.runs import RunResult
+from app.service.service import RouteGraphService
+from storage.engine import StoreError
+
+__all__ = [
+    "GRAPHS",
+    "QuestionError",
+    "ResumeError",
+    "RouteGraphService",
+    "RunResult",
+    "StoreError",
+    "router_from_checkpoint",
+]
