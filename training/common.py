@@ -148,7 +148,7 @@ class TrainingSession:
         if recipe.data == "traces":
             rows, self.source_run_ids = grpo_rows_from_runs(self.factory, self.pool)
         else:
-            rows = grpo_rows_from_qa(resolve_path(recipe.data), self.pool, recipe.limit, recipe.seed)
+            rows = grpo_rows_from_qa(recipe.data, self.pool, recipe.limit, recipe.seed)
         if not rows:
             raise ValueError(f"no training rows from {recipe.data}")
         self.dataset = Dataset.from_list(rows)

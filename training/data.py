@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.evaluation import qa_file
 from app.pool import Pool
 from graphs.answers import exact_match
 from graphs.ports import ModelCard
@@ -35,21 +36,12 @@ def router_prompt(question: str, models: Sequence[ModelCard]) -> list[dict[str, 
 
 
 def read_qa_file(path: str | Path, limit: int | None = None, seed: int | None = None) -> list[dict[str, Any]]:
-    """QA rows ``{"question", "answers"}`` from a JSONL file; a clear error for a malformed line."""
-    path = Path(path)
-    rows = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                question, answers = str(item["question"]), [str(a) for a in item["answers"]]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"{path}:{number}: expected a JSON object with question and answers ({exc})"
-                ) from None
-            rows.append({"id": str(item.get("id", number)), "question": question, "answers": answers})
+    """QA rows ``{"id", "question", "answers"}`` from a JSONL / Parquet file, shuffled by ``seed``.
+
+    Read by :func:`app.evaluation.qa_file.read_qa_file`, the reader evaluation uses too: a relative path is
+    also looked up in the project, and a bad row is a ``DataError`` (a ValueError) naming file and line.
+    """
+    rows = [{"id": r.id, "question": r.question, "answers": r.answers} for r in qa_file.read_qa_file(path)]
     if seed is not None:
         random.Random(seed).shuffle(rows)
     return rows[:limit] if limit else rows

@@ -9,9 +9,12 @@ the multi-turn generation, :mod:`training.rewards` the scoring. Scale-out (DDP, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.common import Recipe, TrainingSession, load_recipe
+
+if TYPE_CHECKING:
+    from graphs.answers import Normalization
 
 
 @dataclass
@@ -29,6 +32,9 @@ class GRPORecipe(Recipe):
     alpha: float = 0.0
     """Weight of the cost reward (Router-R1's α)."""
     metric: str = "em"
+    """Outcome reward: ``em`` or ``f1`` (Router-R1's ``qa_em.py``)."""
+    normalize: Normalization = "official"
+    """Answer normalisation of the outcome reward: ``official`` (SQuAD's) or the lenient ``unicode``."""
     gradient_checkpointing: bool = False
     """Trades compute for memory: worth it for billion-parameter routers on GPU, not for 135M on CPU."""
     use_vllm: bool = False
@@ -53,9 +59,9 @@ def build_trainer(recipe: GRPORecipe, session: TrainingSession) -> Any:
     )
     names = session.pool.names
     rewards: list[Any] = [
-        RouterR1Reward(names, recipe.alpha, recipe.metric),
+        RouterR1Reward(names, recipe.alpha, recipe.metric, normalize=recipe.normalize),
         FormatReward(names),
-        OutcomeReward(recipe.metric),
+        OutcomeReward(recipe.metric, recipe.normalize),
         CostReward(),
     ]
     config = GRPOConfig(

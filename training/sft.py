@@ -36,12 +36,8 @@ def sft_rows(recipe: SFTRecipe, session: TrainingSession) -> list[dict[str, Any]
     if recipe.data == "r2:traces":
         rows, session.source_run_ids = r2_sft_rows_from_runs(session.factory, session.pool)
         return rows
-    if recipe.data.startswith("synthetic:"):
-        from training.common import resolve_path
-
-        return synthetic_sft_rows(
-            resolve_path(recipe.data.removeprefix("synthetic:")), session.pool, recipe.limit
-        )
+    if recipe.data.startswith("synthetic:"):  # the QA reader resolves the path from any directory
+        return synthetic_sft_rows(recipe.data.removeprefix("synthetic:"), session.pool, recipe.limit)
     raise ValueError(f"data must be 'traces', 'r2:traces' or 'synthetic:<QA file>', not {recipe.data!r}")
 
 

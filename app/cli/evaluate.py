@@ -37,6 +37,13 @@ def eval_run(
     out: Annotated[Path, typer.Option("--out", help="Results directory (resumable).")] = Path("eval_results"),
     max_turns: Annotated[int | None, typer.Option(help="Graphs' route calls / subtasks.")] = None,
     report: Annotated[bool, typer.Option(help="Write report.md when done.")] = True,
+    normalize: Annotated[
+        str,
+        typer.Option(
+            help="Answer normalisation of EM / F1 / Sub-EM: official (SQuAD v1.1, as in papers) or unicode "
+            "(lenient: NFKC, all Unicode punctuation removed; the report says so)."
+        ),
+    ] = "official",
     config: ConfigOpt = None,
 ) -> None:
     """Run each method on each item (stored as a run with gold feedback, source "eval"); re-runs resume."""
@@ -50,7 +57,10 @@ def eval_run(
     from app.evaluation import data as eval_data
     from app.evaluation import report as eval_report
     from app.pool import PoolError
+    from graphs.answers import NORMALIZATIONS
 
+    if normalize not in NORMALIZATIONS:
+        raise fail(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {normalize!r}", 2)
     if not data:
         raise fail("--data is required (a file, a short name such as nq, or hf:<name>)", 2)
     try:
@@ -78,7 +88,14 @@ def eval_run(
                 for dataset in datasets:
                     current[0] = dataset.name
                     await runner.run_eval(
-                        service, dataset, methods, out, concurrency=concurrency, seed=seed, progress=progress
+                        service,
+                        dataset,
+                        methods,
+                        out,
+                        concurrency=concurrency,
+                        seed=seed,
+                        progress=progress,
+                        normalize=normalize,
                     )
 
             asyncio.run(run_all())

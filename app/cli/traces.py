@@ -177,17 +177,12 @@ def traces_import_qa(
     A question some stored run asked gets the gold answers on every such run; a new question becomes a
     pending run (no answer yet) carrying them, a labelled GRPO prompt. Re-importing adds nothing.
     """
-    if not file.is_file():
-        raise fail(f"{file} does not exist")
-    rows = []
-    for number, line in enumerate(file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            rows.append({"question": str(item["question"]), "answers": [str(a) for a in item["answers"]]})
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise fail(f"{file}:{number}: expected a JSON object with question and answers ({exc})") from None
+    from app.evaluation.qa_file import DataError, read_qa_file
+
+    try:
+        rows = [{"question": r.question, "answers": r.answers} for r in read_qa_file(file)]
+    except DataError as exc:
+        raise fail(str(exc)) from None
     with open_service(settings_for(config), start_servers=False, quiet=True) as service:
         try:
             result = service.import_qa(rows, graph=graph)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from app.config import PROJECT_ROOT
+from app.evaluation.qa_file import DataError, QARow, qa_row, read_qa_file, resolve_path, unique_ids
 
 Task = Literal["qa", "math", "choice"]
 DATA_DIR = PROJECT_ROOT / "data"
@@ -23,10 +23,6 @@ SHORT_NAMES = {
 }
 _MATH_HINTS = ("gsm8k", "math")
 _CHOICE_HINTS = ("csqa", "commonsense")
-
-
-class DataError(ValueError):
-    """The dataset cannot be found or read, or a row lacks id / question / answers."""
 
 
 @dataclass(frozen=True)
@@ -68,67 +64,57 @@ def task_for(name: str, row: dict[str, Any]) -> Task:
 
 
 def load_dataset(spec: str, limit: int | None = None) -> Dataset:
-    """A .jsonl / .parquet path, a short name (``nq``, ``gsm8k``, …) or ``hf:<name>[:<cfg>][@split]``."""
+    """A .jsonl / .parquet path, a short name (``nq``, ``gsm8k``, …) or ``hf:<name>[:<cfg>][@split]``.
+
+    A relative path is looked up in the working directory, then in the project (``data/…`` works from
+    anywhere). Every error names the file and line (see :mod:`app.evaluation.qa_file`).
+    """
     if spec.startswith("hf:"):
         name, rows = _hf_rows(spec[3:])
-    else:
-        path = _resolve(spec)
-        name = spec if spec in SHORT_NAMES else path.stem
-        rows = _parquet_rows(path) if path.suffix == ".parquet" else _jsonl_rows(path)
-    items = [_item(name, row, number) for number, row in enumerate(rows, 1)]
-    ids = [i.id for i in items]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{spec}: item ids are not unique")
-    return Dataset(name=name, items=items[:limit] if limit else items)
-
-
-def _resolve(spec: str) -> Path:
-    if spec in SHORT_NAMES:
+    elif spec in SHORT_NAMES:
         path = DATA_DIR / SHORT_NAMES[spec]
         if not path.is_file():
             raise DataError(f"{spec}: sample file {path} does not exist")
-        return path
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise DataError(
-            f"{spec}: no such file, and not a short name ({', '.join(SHORT_NAMES)}) or hf:<dataset>"
-        )
-    return path
-
-
-def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+        name, rows = spec, read_qa_file(path)
+    else:
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not JSON ({exc})") from None
-    return rows
+            path = resolve_path(spec)
+        except DataError as exc:
+            names = ", ".join(SHORT_NAMES)
+            raise DataError(f"{exc}; not a short name ({names}) or hf:<dataset> either") from None
+        name, rows = path.stem, read_qa_file(spec)
+    items = [_item(name, row) for row in rows]
+    return Dataset(name=name, items=items[:limit] if limit else items)
 
 
-def _parquet_rows(path: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+@contextmanager
+def _offline() -> Iterator[None]:
+    """Hugging Face libraries in offline mode for one load, through their config, not the environment.
 
+    ``datasets`` and ``huggingface_hub`` read HF_HUB_OFFLINE once at import into module constants and
+    consult those at call time; setting them (and restoring them after) keeps app/config.py the only
+    reader and writer of the process environment.
+    """
+    import datasets
+    from huggingface_hub import constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = constants.HF_HUB_OFFLINE = True
     try:
-        return list(pq.read_table(path).to_pylist())
-    except Exception as exc:  # pyarrow raises several types for an unreadable file
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, constants.HF_HUB_OFFLINE = saved
 
 
-def _hf_rows(spec: str) -> tuple[str, list[dict[str, Any]]]:
-    """A Hugging Face dataset from the local cache only (HF_DATASETS_OFFLINE semantics)."""
+def _hf_rows(spec: str) -> tuple[str, list[QARow]]:
+    """A Hugging Face dataset from the local cache only (offline: nothing is downloaded)."""
     name_config, _, split = spec.partition("@")
     name, _, config = name_config.partition(":")
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
     import datasets
 
-    datasets.config.HF_DATASETS_OFFLINE = True
-    datasets.config.HF_HUB_OFFLINE = True
     try:
-        loaded = datasets.load_dataset(name, config or None, split=split or "validation")
+        with _offline():
+            loaded = datasets.load_dataset(name, config or None, split=split or "validation")
     except Exception as exc:  # any failure offline means: not in the local cache
         raise DataError(
             f"hf:{spec}: not available from the local Hugging Face cache (offline mode; "
@@ -136,21 +122,9 @@ def _hf_rows(spec: str) -> tuple[str, list[dict[str, Any]]]:
         ) from None
     rows = []
     for number, row in enumerate(loaded):
-        row = dict(row)
-        row.setdefault("id", row.get("question_id") or row.get("qid") or f"{name}-{number}")
-        rows.append(row)
-    return name.split("/")[-1], rows
-
-
-def _answers(row: dict[str, Any]) -> list[str]:
-    raw = row.get("answers", row.get("answer"))
-    if isinstance(raw, dict):  # SQuAD-style {"text": [...]}
-        raw = raw.get("text")
-    if isinstance(raw, str):
-        raw = [raw.split("####")[-1].strip() if "####" in raw else raw]
-    if not isinstance(raw, list):
-        return []
-    return [str(a).strip() for a in raw if str(a).strip()]
+        default_id = row.get("question_id") or row.get("qid") or f"{name}-{number}"
+        rows.append(qa_row(dict(row), f"hf:{spec}: row {number + 1}", default_id))
+    return name.split("/")[-1], unique_ids(rows)
 
 
 def _choices(row: dict[str, Any]) -> dict[str, str]:
@@ -164,15 +138,11 @@ def _choices(row: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
-def _item(name: str, row: dict[str, Any], number: int) -> EvalItem:
-    question = str(row.get("question") or row.get("query") or "").strip()
-    answers = _answers(row) or ([str(row["answerKey"])] if row.get("answerKey") else [])
-    if not question or not answers:
-        raise DataError(f"{name}: row {number} needs a question and at least one answer")
+def _item(name: str, row: QARow) -> EvalItem:
     return EvalItem(
-        id=str(row.get("id", number)),
-        question=question,
-        answers=answers,
-        task=task_for(name, row),
-        choices=_choices(row),
+        id=row.id,
+        question=row.question,
+        answers=row.answers,
+        task=task_for(name, row.raw),
+        choices=_choices(row.raw),
     )

@@ -38,6 +38,8 @@ class Report:
     pareto: list[str]
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    normalizations: dict[str, list[str]] = field(default_factory=dict)
+    """Answer normalisation of EM / F1 / Sub-EM (``official``, ``unicode``) → the methods scored with it."""
 
     @property
     def methods(self) -> list[str]:
@@ -123,7 +125,34 @@ def build(results_dir: Path) -> Report:
                 per_dataset.append(row)
         rows[(method, "Average")] = _average(method, per_dataset)
     points = {m: (r.cost_per_item, r.accuracy) for (m, d), r in rows.items() if d == "Average"}
-    return Report(datasets=datasets, rows=rows, pareto=pareto_front(points))
+    normalizations: dict[str, set[str]] = defaultdict(set)
+    for method, records in by_method.items():
+        for record in records:  # records from before the option have no key: scored the official way
+            normalizations[record.get("normalize", "official")].add(method)
+    return Report(
+        datasets=datasets,
+        rows=rows,
+        pareto=pareto_front(points),
+        normalizations={k: sorted(v, key=_method_key) for k, v in sorted(normalizations.items())},
+    )
+
+
+def normalization_note(report: Report) -> str:
+    """Which answer normalisation the EM / F1 / Sub-EM figures use; the lenient one is named loudly."""
+    used = report.normalizations or {"official": []}
+    if set(used) == {"official"}:
+        return (
+            "EM, F1 and Sub-EM are the official SQuAD v1.1 scores (ASCII punctuation removed, no Unicode "
+            "normalisation), as in published tables."
+        )
+    lenient = (
+        "the lenient `unicode` normalisation (NFKC folding, every Unicode punctuation mark removed), "
+        "not the official SQuAD one: not comparable with published tables"
+    )
+    if set(used) == {"unicode"}:
+        return f"**EM, F1 and Sub-EM use {lenient}.**"
+    mixed = "; ".join(f"`{name}`: {', '.join(methods)}" for name, methods in used.items())
+    return f"**Mixed normalisations** ({mixed}). `unicode` is {lenient}."
 
 
 def _money(value: float) -> str:
@@ -136,6 +165,8 @@ def markdown(report: Report, title: str = "Evaluation report", intro: str = "") 
     lines += [
         "Accuracy is each task's primary metric: exact match (QA), final-number equality (math), "
         "choice letter (multiple choice). Costs in USD at the pool's prices.",
+        "",
+        normalization_note(report),
         "",
         "## Accuracy by dataset",
         "",

@@ -13,6 +13,7 @@ from app.evaluation import baselines
 from app.evaluation.data import Dataset, EvalItem
 from app.evaluation.scoring import score
 from app.service import RouteGraphService, RunResult
+from graphs.answers import Normalization
 
 EVAL_SOURCE = "eval"
 """Feedback source of the gold answers the harness attaches to every run it makes."""
@@ -36,7 +37,9 @@ def read_records(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return records
 
 
-def _record(dataset: str, item: EvalItem, method: str, result: RunResult) -> dict[str, Any]:
+def _record(
+    dataset: str, item: EvalItem, method: str, result: RunResult, normalize: Normalization
+) -> dict[str, Any]:
     calls = [h for h in result.hops if h.model]
     return {
         "dataset": dataset,
@@ -48,7 +51,7 @@ def _record(dataset: str, item: EvalItem, method: str, result: RunResult) -> dic
         "error": result.error,
         "answer": result.answer,
         "golds": item.answers,
-        **score(item, result.answer),
+        **score(item, result.answer, normalize),
         "cost": result.total_cost,
         "input_tokens": result.input_tokens,
         "output_tokens": result.output_tokens,
@@ -70,6 +73,16 @@ async def _run_item(
     return await baselines.direct(service, item, model, method)
 
 
+def _scored_as(record: dict[str, Any], item: EvalItem, normalize: Normalization) -> dict[str, Any] | None:
+    """The record re-scored from its stored answer when it was scored with another normalisation, else None.
+
+    Records written before the option existed carry no ``normalize`` key: they were scored the official way.
+    """
+    if record.get("normalize", "official") == normalize:
+        return None
+    return {**record, **score(item, record.get("answer") or "", normalize)}
+
+
 async def run_method(
     service: RouteGraphService,
     dataset: Dataset,
@@ -79,13 +92,27 @@ async def run_method(
     concurrency: int = 1,
     seed: int = 0,
     progress: Progress | None = None,
+    normalize: Normalization = "official",
 ) -> list[dict[str, Any]]:
-    """Answer every item not yet finished (failed ones are retried); returns all of this dataset's records."""
+    """Answer every item not yet finished (failed ones are retried); returns all of this dataset's records.
+
+    Finished items scored with another ``normalize`` are re-scored from their stored answers, not asked again.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = results_file(out_dir, method)
     if method == "oracle":
         return _write_oracle(service, dataset, out_dir, path, progress)
     done = {k: r for k, r in read_records(path).items() if k[0] == dataset.name and r["status"] == "ok"}
+    items = {i.id: i for i in dataset.items}
+    rescored = [
+        again
+        for (_, item_id), record in done.items()
+        if item_id in items and (again := _scored_as(record, items[item_id], normalize)) is not None
+    ]
+    if rescored:
+        done.update({(dataset.name, r["id"]): r for r in rescored})
+        with path.open("a") as out:
+            out.writelines(json.dumps(r) + "\n" for r in rescored)
     todo = [i for i in dataset.items if (dataset.name, i.id) not in done]
     finished = len(dataset.items) - len(todo)
     if progress:
@@ -97,11 +124,13 @@ async def run_method(
         nonlocal finished
         async with semaphore:
             record = _reuse(method, service, item, seed, dataset.name, reusable)
-            if record is None:
+            if record is not None:
+                record = _scored_as(record, item, normalize) or record
+            else:
                 result = await _run_item(service, dataset, item, method, seed)
                 if item.answers:
                     service.add_feedback(result.run_id, "gold", item.answers[0], source=EVAL_SOURCE)
-                record = _record(dataset.name, item, method, result)
+                record = _record(dataset.name, item, method, result, normalize)
             done[(dataset.name, item.id)] = record
             with path.open("a") as out:
                 out.write(json.dumps(record) + "\n")
@@ -171,11 +200,19 @@ async def run_eval(
     concurrency: int = 1,
     seed: int = 0,
     progress: Progress | None = None,
+    normalize: Normalization = "official",
 ) -> dict[str, list[dict[str, Any]]]:
     """Every method in order (singles first: the picking baselines and the oracle reuse their records)."""
     results = {}
     for method in methods:
         results[method] = await run_method(
-            service, dataset, method, out_dir, concurrency=concurrency, seed=seed, progress=progress
+            service,
+            dataset,
+            method,
+            out_dir,
+            concurrency=concurrency,
+            seed=seed,
+            progress=progress,
+            normalize=normalize,
         )
     return results

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from graphs.answers import exact_match, token_f1
+from graphs.answers import NORMALIZATIONS, Normalization, exact_match, token_f1
 from graphs.router_r1.prompts import TAG_PATTERN, extract_answer, parse_action
 
 
@@ -96,7 +96,11 @@ class FormatReward:
 
 
 class OutcomeReward:
-    """Exact match (or token F1) of the trajectory's <answer> against any gold alias, SQuAD-normalised.
+    """Exact match (or token F1) of the trajectory's <answer> against the gold aliases: Router-R1's qa_em.py.
+
+    EM is ``em_check``; F1 is ``qa_em.f1_score``, HotpotQA's F1 (0 when either side is yes / no / noanswer
+    and the two differ), best over the aliases. ``normalize="unicode"`` is the lenient normalisation of
+    :mod:`graphs.answers`, never the default.
 
     >>> OutcomeReward()(None, ["<answer> The Beatles </answer>"], answers=[["beatles"]])
     [1.0]
@@ -104,10 +108,12 @@ class OutcomeReward:
 
     __name__ = "outcome"
 
-    def __init__(self, metric: str = "em") -> None:
+    def __init__(self, metric: str = "em", normalize: Normalization = "official") -> None:
         if metric not in ("em", "f1"):
             raise ValueError(f"metric must be 'em' or 'f1', not {metric!r}")
-        self.metric = metric
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {normalize!r}")
+        self.metric, self.normalize = metric, normalize
 
     def __call__(self, prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float]:
         answers = kwargs["answers"]
@@ -116,9 +122,10 @@ class OutcomeReward:
             predicted = extract_answer(completion_text(completion))
             if predicted is None:
                 scores.append(0.0)
+            elif self.metric == "em":
+                scores.append(exact_match(predicted, golds, self.normalize))
             else:
-                score = exact_match if self.metric == "em" else token_f1
-                scores.append(score(predicted, golds))
+                scores.append(token_f1(predicted, golds, self.normalize, rule="hotpotqa"))
         return scores
 
 
@@ -167,13 +174,18 @@ class RouterR1Reward:
     __name__ = "router_r1"
 
     def __init__(
-        self, models: Sequence[str] | None = None, alpha: float = 0.0, metric: str = "em", window: int = 256
+        self,
+        models: Sequence[str] | None = None,
+        alpha: float = 0.0,
+        metric: str = "em",
+        window: int = 256,
+        normalize: Normalization = "official",
     ) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError("alpha must lie in [0, 1]")
         self.alpha = alpha
         self.format = FormatReward(models)
-        self.outcome = OutcomeReward(metric)
+        self.outcome = OutcomeReward(metric, normalize)
         self.cost = CostReward(window)
 
     def __call__(self, prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float]:

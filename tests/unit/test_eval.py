@@ -241,3 +241,44 @@ def test_cli_report_and_errors(service: RouteGraphService, sample: Path, tmp_pat
     assert result.exit_code == 2
     result = cli_runner.invoke(cli.app, ["eval", "report", str(tmp_path / "missing")])
     assert result.exit_code == 2
+
+
+def test_normalisation_option_rescores_and_is_named_in_the_report(
+    service: RouteGraphService, tmp_path: Path
+) -> None:
+    # Small-LM answers "City0" / "City1"; the golds carry guillemets and an ideographic full stop, which
+    # only the lenient variant removes.
+    items = [
+        data.EvalItem("u0", ROWS[0]["question"], ["«City0»"]),
+        data.EvalItem("u1", ROWS[1]["question"], ["City1。"]),
+    ]
+    dataset = data.Dataset("curly-golds", items)
+    out, method = tmp_path / "results", [f"single:{SMALL}"]
+    lenient = asyncio.run(runner.run_eval(service, dataset, method, out, normalize="unicode"))[method[0]]
+    assert [(r["em"], r["f1"], r["normalize"]) for r in lenient] == [(1.0, 1.0, "unicode")] * 2
+    assert [r["sub_em"] for r in lenient] == [1.0, 1.0]
+    built = report.write_report(out)
+    assert built.normalizations == {"unicode": [method[0]]}
+    assert "lenient `unicode` normalisation" in (out / "report.md").read_text()
+    calls = len(fake(service.pool, SMALL).calls)
+    # The same results directory, official scoring: re-scored from the stored answers, nobody asked again.
+    official = asyncio.run(runner.run_eval(service, dataset, method, out))[method[0]]
+    assert len(fake(service.pool, SMALL).calls) == calls
+    # Officially 'city0' vs '«city0»' / 'city1。': no equal string, no shared token, gold not inside.
+    assert [(r["em"], r["f1"], r["sub_em"], r["normalize"]) for r in official] == [
+        (0.0, 0.0, 0.0, "official")
+    ] * 2
+    report.write_report(out)
+    text = (out / "report.md").read_text()
+    assert "official SQuAD v1.1 scores" in text and "unicode" not in text
+
+
+def test_cli_refuses_an_unknown_normalisation() -> None:
+    result = CliRunner().invoke(cli.app, ["eval", "--data", "nq", "--normalize", "nfkc"])
+    assert result.exit_code == 2 and "official, unicode" in result.output
+
+
+def test_report_names_mixed_normalisations() -> None:
+    mixed = report.Report([], {}, [], normalizations={"official": ["oracle"], "unicode": ["router-r1"]})
+    note = report.normalization_note(mixed)
+    assert "Mixed normalisations" in note and "`unicode`: router-r1" in note and "`official`: oracle" in note

@@ -146,6 +146,38 @@ def test_outcome_reward_f1() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("answer", "golds", "em", "f1", "em_unicode", "f1_unicode"),
+    [
+        # What Router-R1's qa_em.py returns (em_check; f1_score best over aliases), written out:
+        ("yes it is", ["yes"], 0.0, 0.0, 0.0, 0.0),  # f1_score: gold 'yes' and pred != gold → 0 (SQuAD: 0.5)
+        ("no", ["no way"], 0.0, 0.0, 0.0, 0.0),  # prediction 'no' != 'no way' → 0 (SQuAD: 2/3)
+        ("Yes.", ["yes"], 1.0, 1.0, 1.0, 1.0),  # 'yes' == 'yes'
+        ("«Paris»", ["Paris"], 0.0, 0.0, 1.0, 1.0),  # guillemets kept officially; lenient drops them
+        ("１０００ people", ["1000 people"], 0.0, 0.5, 1.0, 1.0),  # fullwidth digits: only 'people' shared
+        ("The", ["The"], 1.0, 0.0, 1.0, 0.0),  # articles only: EM '' == '', F1 has no tokens → 0
+        ("Paris", "paris", 1.0, 1.0, 1.0, 1.0),  # a bare-string gold is one alias, as in em_check
+    ],
+)
+def test_outcome_reward_matches_router_r1_qa_em(
+    answer: str, golds: list[str], em: float, f1: float, em_unicode: float, f1_unicode: float
+) -> None:
+    completions = [f"<think>x</think><answer> {answer} </answer>"]
+    assert OutcomeReward("em")(None, completions, answers=[golds]) == [em]
+    assert OutcomeReward("f1")(None, completions, answers=[golds]) == [f1]
+    assert OutcomeReward("em", "unicode")(None, completions, answers=[golds]) == [em_unicode]
+    assert OutcomeReward("f1", normalize="unicode")(None, completions, answers=[golds]) == [f1_unicode]
+
+
+def test_router_r1_reward_passes_the_normalisation_on() -> None:
+    completions = ["<think>x</think><answer> «Paris» </answer>"]
+    assert RouterR1Reward()(None, completions, answers=[["Paris"]], cost=[0.0]) == [0.0]  # wrong → format 0
+    lenient = RouterR1Reward(normalize="unicode")
+    assert lenient(None, completions, answers=[["Paris"]], cost=[0.0]) == [1.0]  # (1 + 0)·(1 − 0)
+    with pytest.raises(ValueError, match="normalize"):
+        OutcomeReward("em", "nfkc")  # type: ignore[arg-type]
+
+
 def test_outcome_reward_conversational() -> None:
     completions = [[{"role": "assistant", "content": "<think>x</think><answer> Paris </answer>"}]]
     assert OutcomeReward()(None, completions, answers=[["paris"]]) == [1.0]  # 'paris' == 'paris'
