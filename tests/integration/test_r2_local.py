@@ -63,7 +63,8 @@ def _check_stored_trace(service: RouteGraphService, result: RunResult) -> None:
             assert hop.cost == 0
             continue
         assert hop.input_tokens > 0 and hop.output_tokens > 0 and hop.latency_s > 0
-        assert hop.cost == pytest.approx(service.pool.cost(hop.model, hop.input_tokens, hop.output_tokens))
+        priced = service.pool.get(hop.model).cost(hop.input_tokens, hop.output_tokens)
+        assert hop.cost == pytest.approx(priced)
     assert run.total_cost == pytest.approx(sum(h.cost for h in run.hops))
     assert run.input_tokens == sum(h.input_tokens for h in run.hops)
     assert run.output_tokens == sum(h.output_tokens for h in run.hops)
