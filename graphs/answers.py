@@ -1,4 +1,5 @@
-"""Answer scoring for evaluation and training rewards: the official SQuAD / HotpotQA / Router-R1 EM and F1.
+"""Answers: the official SQuAD / HotpotQA / Router-R1 EM and F1, numbers and choice letters, and the
+format a question asks for (a choice letter, a number, a short span) with its grammar and its cleaner.
 
 By default every score is the one the official scripts compute, to the bit: SQuAD v1.1's
 ``evaluate-v1.1.py``, HotpotQA's ``hotpot_evaluate_v1.py`` and Router-R1's ``qa_em.py`` all normalise an
@@ -16,7 +17,7 @@ when either normalised side is ``yes``, ``no`` or ``noanswer`` and the two diffe
 SQuAD's does not (``rule="squad"``, the default). Golds passed as one string are one alias, and no golds
 score 0 (Router-R1's behaviour; SQuAD's script would fail on an empty list).
 
-Pure functions with no dependencies, so graphs, training and evaluation score answers one way.
+Pure functions with no dependencies, so graphs, training and evaluation parse and score answers one way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 Normalization = Literal["official", "unicode"]
@@ -143,3 +144,63 @@ def choice_letter(text: str) -> str | None:
 def choice_match(prediction: str, golds: Iterable[str]) -> float:
     letter = choice_letter(prediction)
     return float(letter is not None and any(letter == g.strip().upper() for g in golds))
+
+
+# -- answer formats: what a question asks for, and an answer cut to it ------------------------------------
+AnswerFormat = Literal["choice", "number", "span"]
+ANSWER_MAX_CHARS = 200
+"""Cap on a final answer's length, whatever the model writes."""
+
+ANSWER_RULES: dict[AnswerFormat, str] = {
+    "choice": "Reply with the letter of the correct choice only ({letters}).",
+    "number": "Reply with the final number only, no units or words.",
+    "span": "Reply with the shortest answer: a few words, no explanation.",
+}
+
+_CHOICE_LINE = re.compile(r"^\s*\(?([A-H])[\).:]\s+\S", re.MULTILINE)
+_CHOICE_INLINE = re.compile(r"\(([A-H])\)\s*\S")
+_MATH = re.compile(
+    r"\bhow (many|much|long|far|old)\b|\bcalculate\b|\bcompute\b|\bsolve\b|\bsum\b|\btotal\b|\bpercent"
+    r"|\baverage\b|\d\s*[-+*/×÷^=]\s*\d|\bwhat is \d",
+    re.IGNORECASE,
+)
+
+
+def choice_letters(question: str) -> list[str]:
+    letters = _CHOICE_LINE.findall(question) or _CHOICE_INLINE.findall(question)
+    return list(dict.fromkeys(letters)) if len(set(letters)) >= 2 else []
+
+
+def answer_format(question: str) -> AnswerFormat:
+    """Choice letter when the question lists lettered choices, a number for math, else a short span."""
+    if choice_letters(question):
+        return "choice"
+    if _MATH.search(question):
+        return "number"
+    return "span"
+
+
+def answer_grammar(fmt: AnswerFormat, letters: Sequence[str]) -> str | None:
+    """GBNF that forces a self-hosted aggregator into the answer format (None: free text)."""
+    if fmt == "choice" and letters:
+        return "root ::= [" + "".join(letters) + "]"
+    if fmt == "number":
+        return 'root ::= "-"? [0-9] [0-9]{0,11} ("." [0-9]{1,4})?'
+    return None
+
+
+def clean_answer(text: str, fmt: AnswerFormat, letters: Sequence[str] = ()) -> str:
+    """The answer in its format: a choice letter, a plain number or a short first line ('' if none)."""
+    text = text.strip()
+    if fmt == "choice":
+        found = re.findall(r"\b([A-H])\b", text)
+        picks = [c for c in found if not letters or c in letters]
+        return picks[0] if picks else ""
+    if fmt == "number":
+        numbers = _NUMBER.findall(text)
+        if numbers:
+            value = numbers[-1].replace(",", "")
+            return value[:-2] if value.endswith(".0") else value
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = re.sub(r"^(final answer|answer)\s*:\s*", "", line, flags=re.IGNORECASE).strip()
+    return line[:ANSWER_MAX_CHARS].rstrip(".").strip()

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from graphs import answers
 from graphs.hops import Hop, total_cost
 from graphs.ports import EndpointError
 from graphs.r2_reasoner import prompts
@@ -198,8 +199,8 @@ async def aggregate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
     pool, question, plan = ctx.pool, state["question"], state["plan"]
     results = state.get("results", {})
     steps = [(s, results[s.id].answer if s.id in results else "(not run)") for s in plan]
-    fmt = prompts.answer_format(question)
-    letters = prompts.choice_letters(question)
+    fmt = answers.answer_format(question)
+    letters = answers.choice_letters(question)
     error = state.get("error")
     notes: list[str] = []
     entry = pool.router
@@ -218,7 +219,7 @@ async def aggregate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
             entry,
             prompts.aggregate_messages(question, steps, fmt),
             max_tokens=ctx.answer_max_tokens,
-            grammar=prompts.answer_grammar(fmt, letters),
+            grammar=answers.answer_grammar(fmt, letters),
         )
     except EndpointError as exc:
         notes.append(str(exc))
@@ -232,7 +233,7 @@ async def aggregate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
         )
         answer = _last_answer(steps, fmt, letters)
         return {"answer": answer, "error": error or f"aggregation failed: {exc}", "hops": [hop]}
-    answer = prompts.clean_answer(call.text, fmt, letters)
+    answer = answers.clean_answer(call.text, fmt, letters)
     if not answer:
         notes.append("empty aggregate answer; the last subtask's answer is used")
         answer = _last_answer(steps, fmt, letters)
@@ -248,5 +249,5 @@ async def aggregate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
     return {"answer": answer, "error": error, "hops": [hop]}
 
 
-def _last_answer(steps: Sequence[tuple[Subtask, str]], fmt: prompts.AnswerFormat, letters: list[str]) -> str:
-    return prompts.clean_answer(steps[-1][1], fmt, letters) if steps else ""
+def _last_answer(steps: Sequence[tuple[Subtask, str]], fmt: answers.AnswerFormat, letters: list[str]) -> str:
+    return answers.clean_answer(steps[-1][1], fmt, letters) if steps else ""

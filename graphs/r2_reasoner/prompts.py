@@ -9,22 +9,19 @@ anything but :class:`DecompositionError`.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from graphs.answers import ANSWER_RULES, AnswerFormat, choice_letters
 from graphs.ports import ModelCard
 
 Level = Literal["easy", "medium", "hard"]
 LEVELS: tuple[Level, ...] = ("easy", "medium", "hard")
-AnswerFormat = Literal["choice", "number", "span"]
 
 SUBTASK_TEXT_MAX_CHARS = 300
 """Longest subtask text the schema lets a router write (bounds a rambling router's output)."""
-ANSWER_MAX_CHARS = 200
-"""Cap on the final answer's length, whatever the aggregator writes."""
 
 # -- decomposition --------------------------------------------------------------------------------------
 DECOMPOSE_SYSTEM = "You break hard questions into small, ordered subtasks that other models can solve."
@@ -252,12 +249,6 @@ def failed_check(answer: str) -> str | None:
 # -- final answer ---------------------------------------------------------------------------------------
 AGGREGATE_SYSTEM = "You combine the answers of solved subtasks into the final answer of a question."
 
-FORMAT_RULES: dict[AnswerFormat, str] = {
-    "choice": "Reply with the letter of the correct choice only ({letters}).",
-    "number": "Reply with the final number only, no units or words.",
-    "span": "Reply with the shortest answer: a few words, no explanation.",
-}
-
 AGGREGATE_INSTRUCTIONS = """Question: {question}
 
 Solved subtasks:
@@ -265,62 +256,13 @@ Solved subtasks:
 
 {rule}"""
 
-_CHOICE_LINE = re.compile(r"^\s*\(?([A-H])[\).:]\s+\S", re.MULTILINE)
-_CHOICE_INLINE = re.compile(r"\(([A-H])\)\s*\S")
-_MATH = re.compile(
-    r"\bhow (many|much|long|far|old)\b|\bcalculate\b|\bcompute\b|\bsolve\b|\bsum\b|\btotal\b|\bpercent"
-    r"|\baverage\b|\d\s*[-+*/×÷^=]\s*\d|\bwhat is \d",
-    re.IGNORECASE,
-)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def choice_letters(question: str) -> list[str]:
-    letters = _CHOICE_LINE.findall(question) or _CHOICE_INLINE.findall(question)
-    return list(dict.fromkeys(letters)) if len(set(letters)) >= 2 else []
-
-
-def answer_format(question: str) -> AnswerFormat:
-    """Choice letter when the question lists lettered choices, a number for math, else a short span."""
-    if choice_letters(question):
-        return "choice"
-    if _MATH.search(question):
-        return "number"
-    return "span"
-
 
 def aggregate_messages(
     question: str, steps: Sequence[tuple[Subtask, str]], fmt: AnswerFormat
 ) -> list[tuple[str, str]]:
     listing = "\n".join(f"{s.id}. {s.text} Answer: {answer}" for s, answer in steps)
-    rule = FORMAT_RULES[fmt].format(letters=", ".join(choice_letters(question)))
+    rule = ANSWER_RULES[fmt].format(letters=", ".join(choice_letters(question)))
     return [
         ("system", AGGREGATE_SYSTEM),
         ("human", AGGREGATE_INSTRUCTIONS.format(question=question.strip(), steps=listing, rule=rule)),
     ]
-
-
-def answer_grammar(fmt: AnswerFormat, letters: Sequence[str]) -> str | None:
-    """GBNF that forces a self-hosted aggregator into the answer format (None: free text)."""
-    if fmt == "choice" and letters:
-        return "root ::= [" + "".join(letters) + "]"
-    if fmt == "number":
-        return 'root ::= "-"? [0-9] [0-9]{0,11} ("." [0-9]{1,4})?'
-    return None
-
-
-def clean_answer(text: str, fmt: AnswerFormat, letters: Sequence[str] = ()) -> str:
-    """The answer in its format: a choice letter, a plain number or a short first line ('' if none)."""
-    text = text.strip()
-    if fmt == "choice":
-        found = re.findall(r"\b([A-H])\b", text)
-        picks = [c for c in found if not letters or c in letters]
-        return picks[0] if picks else ""
-    if fmt == "number":
-        numbers = _NUMBER.findall(text)
-        if numbers:
-            value = numbers[-1].replace(",", "")
-            return value[:-2] if value.endswith(".0") else value
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    line = re.sub(r"^(final answer|answer)\s*:\s*", "", line, flags=re.IGNORECASE).strip()
-    return line[:ANSWER_MAX_CHARS].rstrip(".").strip()

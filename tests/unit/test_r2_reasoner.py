@@ -17,6 +17,7 @@ from langchain_core.runnables import Runnable
 from app.config import Settings
 from app.pool import Pool
 from app.service import RouteGraphService
+from graphs import answers
 from graphs.hops import Hop
 from graphs.r2_reasoner import prompts
 from graphs.r2_reasoner.allocation import model_for_level, next_pricier
@@ -314,7 +315,7 @@ def test_self_hosted_router_gets_json_schema_and_answer_grammar() -> None:
     assert decompose_call.kwargs["extra_body"] == {"json_schema": prompts.decomposition_schema(4)}
     schema = allocate_call.kwargs["extra_body"]["json_schema"]
     assert schema["required"] == ["1", "2", "3"]
-    assert aggregate_call.kwargs["extra_body"] == {"grammar": prompts.answer_grammar("number", [])}
+    assert aggregate_call.kwargs["extra_body"] == {"grammar": answers.answer_grammar("number", [])}
     vllm = base.with_router(base.router.model_copy(update={"backend": "vllm", "hf_model": "x"}))
     fake(vllm, ROUTER).replies.append(plan(("1", "a?", [])))
     fake(vllm, ROUTER).replies.append("x")
@@ -323,26 +324,6 @@ def test_self_hosted_router_gets_json_schema_and_answer_grammar() -> None:
     assert fake(vllm, ROUTER).calls[-2].kwargs["extra_body"] == {
         "structured_outputs": {"json": prompts.decomposition_schema(4)}
     }
-
-
-@pytest.mark.parametrize(
-    ("question", "fmt"),
-    [
-        ("Which is a mammal?\nA) shark\nB) whale\nC) trout", "choice"),
-        ("Which is a mammal? (A) shark (B) whale", "choice"),
-        (QUESTION, "number"),
-        ("Who wrote the novel that inspired the film Blade Runner?", "span"),
-    ],
-)
-def test_answer_format_detection(question: str, fmt: str) -> None:
-    assert prompts.answer_format(question) == fmt
-
-
-def test_clean_answer() -> None:
-    assert prompts.clean_answer("The answer is (B) whale", "choice", ["A", "B", "C"]) == "B"
-    assert prompts.clean_answer("48 + 24 = 72", "number") == "72"
-    assert prompts.clean_answer("1,200.0", "number") == "1200"
-    assert prompts.clean_answer("Answer: Philip K. Dick.\nHe wrote it.", "span") == "Philip K. Dick"
 
 
 def test_service_stores_every_hop_and_totals(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from graphs import answers
 from graphs.answers import (
     choice_letter,
     choice_match,
@@ -255,3 +256,24 @@ def test_choice_letter(text: str, expected: str | None) -> None:
 )
 def test_choice_match(prediction: str, golds: list[str], expected: float) -> None:
     assert choice_match(prediction, golds) == expected
+
+
+# -- answer formats ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("question", "fmt"),
+    [
+        ("Which is a mammal?\nA) shark\nB) whale\nC) trout", "choice"),
+        ("Which is a mammal? (A) shark (B) whale", "choice"),
+        ("Tom has 2+3 apples and Ann has 4+5 apples. How many apples do they have together?", "number"),
+        ("Who wrote the novel that inspired the film Blade Runner?", "span"),
+    ],
+)
+def test_answer_format_detection(question: str, fmt: str) -> None:
+    assert answers.answer_format(question) == fmt
+
+
+def test_clean_answer() -> None:
+    assert answers.clean_answer("The answer is (B) whale", "choice", ["A", "B", "C"]) == "B"
+    assert answers.clean_answer("48 + 24 = 72", "number") == "72"
+    assert answers.clean_answer("1,200.0", "number") == "1200"
+    assert answers.clean_answer("Answer: Philip K. Dick.\nHe wrote it.", "span") == "Philip K. Dick"
