@@ -22,7 +22,7 @@ from langchain_openai import ChatOpenAI
 
 from app.config import Settings
 from app.service import RouteGraphService
-from graphs.router_r1 import prompts
+from graphs.router_r1 import prompts, rules
 
 REPEATS = 8
 QUESTIONS = [
@@ -63,7 +63,7 @@ async def _grammar_speed(service: RouteGraphService) -> tuple[float, float]:
     pool, router = service.pool, service.pool.router
     prompt = await pool.render_chat(router, prompts.router_messages(QUESTIONS[0], pool.models))
     await pool.complete(router, prompt, max_tokens=1)  # the prompt is cached from here on, for both
-    variants = [None, {"grammar": prompts.step_grammar(pool.names)}]
+    variants = [None, {"grammar": rules.step_grammar(pool.names)}]
     tokens, seconds = [0, 0], [0.0, 0.0]
     for _ in range(4):  # interleaved, so drift hits both alike
         for i, extra in enumerate(variants):

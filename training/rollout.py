@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.pool import EndpointError, Pool
-from graphs.router_r1 import prompts
+from graphs.router_r1 import prompts, rules
 
 STOP_STRINGS = [prompts.SEARCH_STOP, prompts.ANSWER_STOP]
+Answered = tuple[str, str | None, float]
+"""A route call's information block, the reply (None when the call failed) and its cost."""
 
 
 @dataclass
@@ -25,8 +27,13 @@ class Trajectory:
     env_mask: list[int] = field(default_factory=list)
     text: str = ""
     cost: float = 0.0
-    routes: int = 0
+    question: str = ""
+    asked: list[rules.Route] = field(default_factory=list)
     done: bool = False
+
+    @property
+    def routes(self) -> int:
+        return len(self.asked)
 
     def extend(self, ids: list[int], text: str, from_policy: bool) -> None:
         self.completion_ids += ids
@@ -54,7 +61,10 @@ class RouterR1Rollout:
 
     def __call__(self, batch_prompts: list[Any], trainer: Any) -> dict[str, Any]:
         tokenizer = trainer.processing_class
-        trajectories = [Trajectory(prompt_ids=self._prompt_ids(tokenizer, p)) for p in batch_prompts]
+        trajectories = [
+            Trajectory(prompt_ids=self._prompt_ids(tokenizer, p), question=prompts.question_of(p))
+            for p in batch_prompts
+        ]
         for _turn in range(self.config.max_turns + 1):
             active = [t for t in trajectories if not t.done]
             if not active:
@@ -66,18 +76,20 @@ class RouterR1Rollout:
                 trajectory.extend(ids, text, from_policy=True)
                 action = prompts.parse_action(text, self.pool.names)
                 room = len(trajectory.completion_ids) < self.config.max_completion_tokens
-                if action.kind == "route" and trajectory.routes < self.config.max_turns and room:
+                if action.kind == "route" and room and self._allowed(trajectory, action.model, action.query):
                     assert action.model and action.query
                     routes.append((trajectory, action.model, action.query))
                 else:
+                    # An answer, malformed output, or a route call the graph would not make (a repeat, past
+                    # max turns, after the question was answered): the trajectory ends here.
                     trajectory.done = True
-            for (trajectory, _, _), (information, cost) in zip(
+            for (trajectory, model, query), (information, reply, cost) in zip(
                 routes, self._answer_routes(routes), strict=True
             ):
                 info_ids = tokenizer.encode(information, add_special_tokens=False)
                 trajectory.extend(info_ids, information, from_policy=False)
                 trajectory.cost += cost
-                trajectory.routes += 1
+                trajectory.asked.append(rules.Route(model=model, query=query, reply=reply))
         self.last_costs = [t.cost for t in trajectories]
         return {
             "prompt_ids": [t.prompt_ids for t in trajectories],
@@ -88,16 +100,26 @@ class RouterR1Rollout:
             "routes": [t.routes for t in trajectories],
         }
 
+    def _allowed(self, trajectory: Trajectory, model: str | None, query: str | None) -> bool:
+        """The graph's own rule: a route call is made only when it is no repeat and routing is allowed."""
+        if not model or not query or rules.is_repeat(model, query, trajectory.asked):
+            return False
+        step = rules.step_rules(trajectory.question, trajectory.asked, max_turns=self.config.max_turns)
+        return step.allow_route
+
     @staticmethod
     def _prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
         if isinstance(prompt, list):  # conversational: the router's chat template, as the server renders it
             prompt = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         return list(tokenizer.encode(prompt, add_special_tokens=False))
 
-    def _answer_routes(self, routes: list[tuple[Trajectory, str, str]]) -> list[tuple[str, float]]:
-        """Ask the pool for every route call of this turn at once; failures become information too."""
+    def _answer_routes(
+        self, routes: list[tuple[Trajectory, str, str]]
+    ) -> list[tuple[str, str | None, float]]:
+        """Ask the pool for every route call of this turn at once: (information block, reply or None when
+        the call failed, cost); failures become information too."""
 
-        async def one(model: str, query: str) -> tuple[str, float]:
+        async def one(model: str, query: str) -> Answered:
             self.calls += 1
             try:
                 call = await self.pool.ask(
@@ -105,10 +127,10 @@ class RouterR1Rollout:
                 )
             except EndpointError as exc:
                 failure = prompts.ENDPOINT_FAILURE.format(model=model, reason=exc.reason)
-                return prompts.information(failure), 0.0
-            return prompts.information(call.text), call.cost
+                return prompts.information(failure), None, 0.0
+            return prompts.information(call.text), call.text, call.cost
 
-        async def all_routes() -> list[tuple[str, float]]:
+        async def all_routes() -> list[Answered]:
             return list(await asyncio.gather(*(one(m, q) for _, m, q in routes)))
 
         return asyncio.run(all_routes()) if routes else []

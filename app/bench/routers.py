@@ -18,7 +18,7 @@ import numpy as np
 from app.bench.data import Query, price, router_question, score_of
 from app.pool import EndpointError, ModelEntry, Pool
 from graphs.ports import Grammar
-from graphs.router_r1 import prompts
+from graphs.router_r1 import prompts, rules
 
 LAMBDAS: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 
@@ -191,8 +191,8 @@ class LogRegRouter(_Learned):
 class LLMRouter(Router):
     """The pool's router model, prompted zero-shot with descriptors and prices; its route call picks.
 
-    Self-hosted routers (llama.cpp, vLLM) decode under ``step_grammar(allow_answer=False)``, so the reply is a
-    route call to a known model; a malformed reply (hosted routers) falls back to the cheapest candidate.
+    Self-hosted routers (llama.cpp, vLLM) decode under a step grammar that allows only a route call, so the
+    reply names a known model; a malformed reply (hosted routers) falls back to the cheapest candidate.
     """
 
     name = "llm-zero-shot"
@@ -222,7 +222,8 @@ class LLMRouter(Router):
 
     async def achoose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
         messages = prompts.router_messages(router_question(query), candidates)
-        grammar = prompts.step_grammar([m.name for m in candidates], allow_answer=False)
+        only_route = rules.StepRules(allow_route=True, allow_answer=False)
+        grammar = rules.step_grammar([m.name for m in candidates], rules=only_route)
         try:
             # The router's first step, as the graph makes it: a self-hosted router decodes under the grammar.
             result = await self.pool.generate(

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
+from graphs import answers
 from graphs.hops import Hop, total_cost
 from graphs.ports import CallResult, EndpointError, Grammar
-from graphs.router_r1 import prompts
+from graphs.router_r1 import prompts, rules
 from graphs.router_r1.state import RouterR1Context, State
 
 
 async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, Any]:
-    """The router generates until it emits a route call or an answer."""
+    """The router generates until it emits a route call or an answer, under the step rules' grammar."""
     ctx = runtime.context
     started = time.time()
     transcript = state.get("transcript", "")
-    allow_answer = state.get("turns", 0) >= ctx.min_routes
-    grammar = prompts.step_grammar(ctx.pool.names, allow_answer=allow_answer) if ctx.use_grammar else None
+    step = _step_rules(state, ctx)
+    grammar = rules.step_grammar(ctx.pool.names, state["question"], step) if ctx.use_grammar else None
     call = await _router_generate(
         ctx, state, transcript, stop=[prompts.SEARCH_STOP], grammar=grammar, max_tokens=ctx.router_max_tokens
     )
@@ -28,19 +30,20 @@ async def think(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
     if call.finish_reason == "stop" and "<search>" in text and prompts.SEARCH_STOP not in text:
         text = text.rstrip() + " " + prompts.SEARCH_STOP
     action = prompts.parse_action(text, ctx.pool.names)
-    hop = Hop.from_call(
-        "think", call, started, router_text=text, error=action.reason if action.kind == "malformed" else None
-    )
+    detail = {"answer_only": step.answer_only} if step.answer_only else {}
+    error = action.reason if action.kind == "malformed" else None
+    hop = Hop.from_call("think", call, started, router_text=text, error=error, detail=detail)
     return {"transcript": transcript + text, "action": action, "hops": [hop]}
 
 
 def after_think(
     state: State, runtime: Runtime[RouterR1Context]
 ) -> Literal["route", "answer", "force_answer"]:
+    """Route when the rules allow this call; an answer ends the run; anything else is a forced answer."""
     action = state["action"]
     if action.kind == "answer":
         return "answer"
-    if action.kind == "route" and state.get("turns", 0) < runtime.context.max_turns:
+    if action.kind == "route" and _stop_reason(state, runtime.context) is None:
         return "route"
     return "force_answer"
 
@@ -94,14 +97,22 @@ def integrate(state: State) -> dict[str, Any]:
 
 
 def answer(state: State) -> dict[str, Any]:
-    return {"answer": state["action"].answer or "", "error": None}
+    """The router's answer, cut to the question's format (a hosted router may write more than asked)."""
+    question = state["question"]
+    text = state["action"].answer or ""
+    fmt = answers.answer_format(question)
+    return {
+        "answer": answers.clean_answer(text, fmt, answers.choice_letters(question)) or text,
+        "error": None,
+    }
 
 
 async def force_answer(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, Any]:
-    """One last router turn restricted to an answer: after max turns, or after malformed output."""
+    """One last router turn restricted to an answer: after malformed output, a repeated route call, or a
+    route call the rules no longer allow (max turns, the question already answered)."""
     ctx = runtime.context
     action = state["action"]
-    reason = action.reason if action.kind == "malformed" else f"max turns ({ctx.max_turns}) reached"
+    reason = _stop_reason(state, ctx) or "no route allowed"
     transcript = state["transcript"] + prompts.FORCED_ANSWER_PREFIX
     started = time.time()
     call = await _router_generate(
@@ -109,17 +120,56 @@ async def force_answer(state: State, runtime: Runtime[RouterR1Context]) -> dict[
         state,
         transcript,
         stop=[prompts.ANSWER_STOP, "\n"],
-        grammar=prompts.FINAL_ANSWER_GRAMMAR if ctx.use_grammar else None,
+        grammar=rules.final_answer_grammar(state["question"]) if ctx.use_grammar else None,
         max_tokens=48,
     )
     text = call.text.removesuffix(prompts.ANSWER_STOP).strip()
-    hop = Hop.from_call("answer", call, started, router_text=text, error=None if text else "empty answer")
+    hop = Hop.from_call(
+        "answer",
+        call,
+        started,
+        router_text=text,
+        error=None if text else "empty answer",
+        detail={"forced": reason},
+    )
     return {
         "transcript": transcript + text + " " + prompts.ANSWER_STOP,
         "answer": text,
         "error": reason if action.kind == "malformed" else None,
         "hops": [hop],
     }
+
+
+def routes_so_far(hops: Sequence[Hop]) -> list[rules.Route]:
+    """The route calls a run made, as the rules see them (a refused or failed call has no reply)."""
+    return [
+        rules.Route(model=h.model or "", query=h.sub_query or "", reply=None if h.error else h.response)
+        for h in hops
+        if h.node == "route"
+    ]
+
+
+def _step_rules(state: State, ctx: RouterR1Context) -> rules.StepRules:
+    routes = routes_so_far(state.get("hops", []))
+    return rules.step_rules(state["question"], routes, max_turns=ctx.max_turns, min_routes=ctx.min_routes)
+
+
+def _stop_reason(state: State, ctx: RouterR1Context) -> str | None:
+    """Why the latest action cannot be a route call now; None when it can."""
+    action = state["action"]
+    if action.kind == "malformed":
+        return action.reason
+    if action.kind != "route" or not action.model or not action.query:
+        return "no route call"
+    routes = routes_so_far(state.get("hops", []))
+    if rules.is_repeat(action.model, action.query, routes):
+        return f"repeated route call to {action.model}"
+    step = _step_rules(state, ctx)
+    if not step.allow_route:
+        return (
+            f"max turns ({ctx.max_turns}) reached" if step.answer_only == "max turns" else "question answered"
+        )
+    return None
 
 
 async def _router_generate(

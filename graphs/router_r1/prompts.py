@@ -1,4 +1,5 @@
-"""Router-R1's prompt, action grammar and parser: one implementation for the graph, evaluation and training.
+"""Router-R1's prompts and action parser: one implementation for the graph, evaluation and training (the
+step grammar and stopping rules are :mod:`graphs.router_r1.rules`).
 
 The router reasons in ``<think>…</think>``, routes with ``<search> Model-Name: sub-query </search>``,
 receives ``<information>…</information>`` and ends with ``<answer>…</answer>`` (the paper's protocol).
@@ -31,6 +32,7 @@ If no further external knowledge is needed, give the final answer inside <answer
 explanation, for example: <answer> Beijing </answer>.
 Question: {question}
 """
+QUESTION_LABEL = "Question: "
 
 MODEL_DESCRIPTION = "{name} (${price_in:.2f}/${price_out:.2f} per 1M tokens in/out, ~{latency_s:.1f}s): \
 {descriptor}{performance}"
@@ -77,6 +79,17 @@ def router_user_prompt(question: str, models: Sequence[ModelCard]) -> str:
 
 def router_messages(question: str, models: Sequence[ModelCard]) -> list[tuple[str, str]]:
     return [("system", ROUTER_SYSTEM), ("human", router_user_prompt(question, models))]
+
+
+def question_of(prompt: object) -> str:
+    """The question a router prompt asks (chat messages or their text): what follows its last 'Question:'.
+
+    >>> question_of([{"role": "user", "content": "... Question: Who wrote Hamlet?\\n"}])
+    'Who wrote Hamlet?'
+    """
+    if isinstance(prompt, list):
+        prompt = next((m.get("content", "") for m in reversed(prompt) if m.get("role") == "user"), "")
+    return str(prompt).rpartition(QUESTION_LABEL)[2].strip()
 
 
 class Action(BaseModel):
@@ -142,32 +155,3 @@ def information(content: str) -> str:
     for tag in _TAGS:
         content = content.replace(f"<{tag}>", f"({tag})").replace(f"</{tag}>", f"(/{tag})")
     return INFORMATION_BLOCK.format(content=content.strip())
-
-
-def _gbnf_literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def step_grammar(model_names: Sequence[str], *, allow_answer: bool = True) -> str:
-    """GBNF for one router step: a bounded thought, then a route to a known model or (if allowed) an answer.
-
-    Bounded repetitions keep a weak router from running to the token limit inside a tag: at worst one
-    token per character, a step is under 300 tokens, within the default router_max_tokens (320).
-    """
-    models = " | ".join(_gbnf_literal(n) for n in model_names)
-    actions = "( search | answer )" if allow_answer else "search"
-    return "\n".join(
-        [
-            f'root ::= "<think>" text120 "</think>\\n" {actions}',
-            'search ::= "<search> " model ": " head text100 " </search>"',
-            'answer ::= "<answer> " head text60 " </answer>"',
-            f"model ::= {models}",
-            "head ::= [^<\\n ]",
-            "text120 ::= [^<\\n]{1,120}",
-            "text100 ::= [^<\\n]{0,100}",
-            "text60 ::= [^<\\n]{0,60}",
-        ]
-    )
-
-
-FINAL_ANSWER_GRAMMAR = 'root ::= [^<\\n ] [^<\\n]{0,60} " </answer>"'

@@ -66,7 +66,7 @@ def test_compiled_graph_is_a_runnable() -> None:
 
 
 def test_route_route_answer() -> None:
-    q1, q2 = "What is the capital of France?", "Is Paris the capital of France?"
+    q1, q2 = "Which city is the seat of the French government?", "Is Paris the capital of France?"
     pool = make_fake_pool(
         {
             ROUTER: [think_route(SMALL, q1), think_route(BIG, q2, "Let me check."), think_answer("Paris")],
@@ -142,6 +142,48 @@ def test_max_turns_forces_an_answer() -> None:
     answer_hop = result["hops"][-1]
     assert (answer_hop.model, answer_hop.router_text, answer_hop.error) == (ROUTER, "Paris", None)
     assert_costs(pool, result)
+
+
+def test_a_repeated_route_call_is_not_made_and_ends_in_the_answer() -> None:
+    seat = "Which city is the seat of the French government?"
+    again = "which city is the seat of the  French government?"  # the same call up to case and spacing
+    pool = make_fake_pool(
+        {ROUTER: [think_route(SMALL, seat), think_route(SMALL, again), "Paris"], SMALL: ["Paris"]}
+    )
+    result = run_graph(pool, max_turns=4)
+    assert nodes(result) == ["think", "route", "think", "answer"]
+    assert len(fake(pool, SMALL).calls) == 1  # the repeat was not sent
+    assert result["hops"][-1].detail["forced"] == f"repeated route call to {SMALL}"
+    assert result["answer"] == "Paris" and result.get("error") is None
+
+
+def test_an_answered_question_leaves_only_the_answer() -> None:
+    pool = make_fake_pool(
+        {
+            ROUTER: [think_route(SMALL, QUESTION), think_route(BIG, "Is that right?"), "Paris"],
+            SMALL: ["Paris"],
+            BIG: ["never asked"],
+        }
+    )
+    result = run_graph(pool, max_turns=4)
+    assert nodes(result) == ["think", "route", "think", "answer"]
+    assert fake(pool, BIG).calls == []
+    assert result["hops"][2].detail == {"answer_only": "answered"}  # the step was told so (its grammar)
+    assert result["hops"][-1].detail["forced"] == "question answered"
+    assert result["answer"] == "Paris"
+
+
+@pytest.mark.parametrize(
+    ("question", "written", "kept"),
+    [
+        ("Which is a bird?\nA. cat\nB. owl\nAnswer with the letter.", "The answer is B, the owl", "B"),
+        ("How many legs do 3 spiders have in total?", "3 x 8 = 24 legs", "24"),
+        (QUESTION, "Paris.", "Paris"),
+    ],
+)
+def test_the_answer_is_cut_to_the_questions_format(question: str, written: str, kept: str) -> None:
+    pool = make_fake_pool({ROUTER: [think_route(SMALL, "x?"), think_answer(written)], SMALL: ["y"]})
+    assert run_graph(pool, question=question)["answer"] == kept
 
 
 def test_forced_answer_cut_at_stop_strings() -> None:

@@ -9,7 +9,7 @@ import pytest
 from app.config import PROJECT_ROOT
 from app.pool import load_pool
 from graphs.router_r1 import prompts
-from graphs.router_r1.prompts import Action, extract_answer, information, parse_action, step_grammar
+from graphs.router_r1.prompts import Action, extract_answer, information, parse_action
 
 MODELS = ["Qwen2.5-7B-Instruct", "LLaMA-3.1-8B-Instruct", "Gemma-2-27B-Instruct"]
 
@@ -164,29 +164,6 @@ def test_information_neutralises_protocol_tags() -> None:
     assert parse_action(block, ["X"]).kind == "malformed"
 
 
-def test_step_grammar_lists_the_models_and_allows_an_answer() -> None:
-    grammar = step_grammar(MODELS)
-    assert 'model ::= "Qwen2.5-7B-Instruct" | "LLaMA-3.1-8B-Instruct" | "Gemma-2-27B-Instruct"' in grammar
-    assert "( search | answer )" in grammar
-    assert grammar.splitlines()[0].startswith("root ::=")
-    assert any(line.startswith("answer ::=") for line in grammar.splitlines())
-
-
-def test_step_grammar_without_answer() -> None:
-    grammar = step_grammar(MODELS, allow_answer=False)
-    root = grammar.splitlines()[0]
-    assert root.endswith(" search")
-    assert "answer" not in root
-    assert "( search | answer )" not in grammar
-    for name in MODELS:
-        assert f'"{name}"' in grammar
-
-
-def test_step_grammar_escapes_quotes_and_backslashes() -> None:
-    grammar = step_grammar(['Odd"Name', "Back\\slash"])
-    assert r'model ::= "Odd\"Name" | "Back\\slash"' in grammar
-
-
 def test_router_user_prompt_describes_every_model() -> None:
     pool = load_pool(PROJECT_ROOT / "pools" / "router_r1_api.yaml")
     prompt = prompts.router_user_prompt("  Who wrote Hamlet?  ", pool.models)
@@ -206,21 +183,3 @@ def test_router_messages_are_system_then_human() -> None:
     assert [role for role, _ in messages] == ["system", "human"]
     assert messages[0][1] == prompts.ROUTER_SYSTEM
     assert "Gemma-3-270M ($0.10/$0.20 per 1M tokens in/out, ~0.8s)" in messages[1][1]
-
-
-@pytest.mark.parametrize("allow_answer", [True, False])
-def test_step_grammar_rules_are_defined_once_and_all_referenced_rules_exist(allow_answer: bool) -> None:
-    import re
-
-    grammar = step_grammar(MODELS, allow_answer=allow_answer) + "\n"
-    defined = [line.split("::=")[0].strip() for line in grammar.splitlines() if "::=" in line]
-    assert len(defined) == len(set(defined)), defined
-    bodies = " ".join(line.split("::=", 1)[1] for line in grammar.splitlines() if "::=" in line)
-    bare = re.sub(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{\d*,?\d*\}', " ", bodies)
-    referenced = set(re.findall(r"[A-Za-z][A-Za-z0-9_-]*", bare))
-    assert referenced <= set(defined), referenced - set(defined)
-
-
-def test_final_answer_grammar_ends_with_the_closing_tag() -> None:
-    assert prompts.FINAL_ANSWER_GRAMMAR.startswith("root ::=")
-    assert prompts.FINAL_ANSWER_GRAMMAR.endswith('" </answer>"')

@@ -1,0 +1,137 @@
+"""What the router may do next: the stopping rules and the step grammar, one implementation for serving
+(the graph) and training (the rollout).
+
+* A route call asks a model something it was already asked (same model, same query up to case and spacing):
+  it is not made again, and the run goes to its final answer.
+* A route call that sent the question itself and got an answer back (a short reply, or one ending in an
+  ``Answer:`` line) answers the question: only the final answer is left.
+* After ``max_turns`` route calls only the final answer is left; before ``min_routes`` none is allowed.
+* The final answer takes the question's format (:func:`graphs.answers.answer_format`): a choice letter, a
+  number, or a short span.
+
+Self-hosted routers decode each step under :func:`step_grammar` built from these rules, so they cannot
+break them; hosted routers are held to them by the graph (a forbidden route call ends in the final answer).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from graphs import answers
+
+CONCISE_WORDS = 12
+"""A reply this short is an answer, not an explanation."""
+SAME_QUESTION = 0.8
+"""Share of the question's words a query must contain to count as the question itself."""
+_ANSWER_LINE = re.compile(r"^\s*(?:final\s+)?answer\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_STOPWORDS = frozenset(
+    ("is", "of", "in", "to", "and", "or", "what", "which", "who", "how", "does", "did", "do")
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route call made so far: the model, the query, and its reply (None when it failed or was refused)."""
+
+    model: str
+    query: str
+    reply: str | None
+
+
+@dataclass(frozen=True)
+class StepRules:
+    allow_route: bool
+    allow_answer: bool
+    answer_only: str | None = None
+    """Why only the final answer is left: 'max turns' or 'answered'; None while routing is allowed."""
+
+
+def step_rules(question: str, routes: Sequence[Route], *, max_turns: int, min_routes: int = 0) -> StepRules:
+    """What the router's next step may be, given the route calls made so far."""
+    if len(routes) >= max_turns:
+        return StepRules(allow_route=False, allow_answer=True, answer_only="max turns")
+    if any(answers_question(question, r.query, r.reply) for r in routes):
+        return StepRules(allow_route=False, allow_answer=True, answer_only="answered")
+    return StepRules(allow_route=True, allow_answer=len(routes) >= min_routes)
+
+
+def is_repeat(model: str, query: str, routes: Sequence[Route]) -> bool:
+    """Whether this exact call (model, query up to case and spacing) was made before."""
+    key = (model.lower(), _squash(query))
+    return any((r.model.lower(), _squash(r.query)) == key for r in routes)
+
+
+def reply_answer(reply: str | None) -> str | None:
+    """The answer a reply states: its last ``Answer:`` line, or the whole reply when it is short."""
+    if not reply or not reply.strip():
+        return None
+    stated = _ANSWER_LINE.findall(reply)
+    if stated:
+        return str(stated[-1])
+    return reply.strip() if len(reply.split()) <= CONCISE_WORDS else None
+
+
+def answers_question(question: str, query: str, reply: str | None) -> bool:
+    """Whether a route call asked the question itself (nearly all its words) and got an answer back."""
+    wanted = _words(question)
+    if not wanted or reply_answer(reply) is None:
+        return False
+    return len(wanted & _words(query)) / len(wanted) >= SAME_QUESTION
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _words(text: str) -> set[str]:
+    return set(answers.normalize_answer(text).split()) - _STOPWORDS
+
+
+# -- grammars --------------------------------------------------------------------------------------------
+QUERY_MAX_CHARS = 400
+"""Longest sub-query a constrained router may write: room to pass a question with its choices on."""
+
+
+def _gbnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def answer_body(question: str) -> str:
+    """GBNF for the answer's text in the question's format (after ``<answer> ``, before `` </answer>``)."""
+    fmt = answers.answer_format(question)
+    letters = answers.choice_letters(question)
+    if fmt == "choice" and letters:
+        return "[" + "".join(letters) + "]"
+    if fmt == "number":
+        return '"-"? [0-9] [0-9,]{0,11} ("." [0-9]{1,4})?'
+    return "[^<\\n ] [^<\\n]{0,60}"
+
+
+def step_grammar(model_names: Sequence[str], question: str = "", rules: StepRules | None = None) -> str:
+    """GBNF for one router step: a bounded thought, then a route to a known model and/or an answer in the
+    question's format, as ``rules`` allow (default: both).
+
+    Bounded repetitions keep a weak router from running to the token limit inside a tag.
+    """
+    rules = rules or StepRules(allow_route=True, allow_answer=True)
+    actions = [name for name, ok in (("search", rules.allow_route), ("answer", rules.allow_answer)) if ok]
+    if not actions:
+        raise ValueError("a router step must allow a route call or an answer")
+    models = " | ".join(_gbnf_literal(n) for n in model_names)
+    return "\n".join(
+        [
+            f'root ::= "<think>" thought "</think>\\n" ( {" | ".join(actions)} )',
+            f'search ::= "<search> " model ": " [^<\\n ] [^<\\n]{{0,{QUERY_MAX_CHARS}}} " </search>"',
+            'answer ::= "<answer> " body " </answer>"',
+            f"model ::= {models}",
+            f"body ::= {answer_body(question)}",
+            "thought ::= [^<\\n]{1,120}",
+        ]
+    )
+
+
+def final_answer_grammar(question: str = "") -> str:
+    """GBNF for a forced final answer, written after ``<answer> ``."""
+    return f'root ::= {answer_body(question)} " </answer>"'
