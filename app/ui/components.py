@@ -38,6 +38,33 @@ def render_notes(notes: list[dict[str, Any]]) -> None:
         (st.error if note["level"] == "error" else st.warning)(note["text"])
 
 
+def summary(result: Any, reference: tuple[str, float]) -> dict[str, Any]:
+    """The numbers shown beside an answer: cost, hops, models used and the strongest model's price."""
+    name, reference_cost = reference
+    models = list(dict.fromkeys(h.model for h in result.hops if h.model and not h.error))
+    return {
+        "cost": result.total_cost,
+        "hops": len(result.hops),
+        "models": models,
+        "latency_s": result.latency_s,
+        "strongest": name,
+        "share": result.total_cost / reference_cost if reference_cost > 0 else None,
+    }
+
+
+def render_summary(numbers: dict[str, Any]) -> None:
+    cost, hops, latency, models = st.columns(4)
+    cost.metric("Total cost", f"${numbers['cost']:.6f}")
+    hops.metric("Hops", numbers["hops"])
+    latency.metric("Time", f"{numbers['latency_s']:.1f} s")
+    models.metric("Models used", len(numbers["models"]), help=", ".join(numbers["models"]) or None)
+    if numbers["share"] is not None:
+        st.caption(
+            f"{', '.join(numbers['models']) or 'No model'} · {numbers['share']:.0%} of what the same tokens "
+            f"cost on {numbers['strongest']} alone"
+        )
+
+
 def outcome(result: Any, reference: tuple[str, float]) -> tuple[list[str], list[dict[str, Any]]]:
     """Summary lines and error/warning notes for a finished run (``result`` is a RunResult)."""
     name, reference_cost = reference

@@ -76,10 +76,15 @@ def test_ask_renders_one_element_per_hop_with_model_and_cost(settings: Settings)
     assert any(f"Run #{run.id} · ok" in c for c in captions)
     assert any(BIG in c and "most expensive" in c for c in captions)
     assert "Sub-query: capital of France?" in captions
+    # The answer comes with its numbers; the hops sit in a collapsed timeline.
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Total cost"] == f"${run.total_cost:.6f}" and metrics["Hops"] == "3"
+    assert any("of what the same tokens cost on" in c and BIG in c for c in captions)
     assert not app.error and not app.warning
     # The chat history survives the next rerun.
     app.run()
     assert len(hop_lines(app)) == 3 and len(app.chat_message) == 2
+    assert [e.label for e in app.expander if e.label.endswith("hops")] == ["3 hops"]
 
 
 def test_budget_exceeded_shows_a_warning(settings: Settings) -> None:
