@@ -19,7 +19,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def local_pool_file() -> Path:
-    return PROJECT_ROOT / "pools" / "local.yaml"
+    return PROJECT_ROOT / "pools" / "tiny.yaml"
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 def _pool_model_names() -> list[str]:
-    pool = yaml.safe_load((PROJECT_ROOT / "pools" / "local.yaml").read_text())
+    pool = yaml.safe_load((PROJECT_ROOT / "pools" / "tiny.yaml").read_text())
     return [pool["router"]["name"], *(m["name"] for m in pool["models"])]
 
 

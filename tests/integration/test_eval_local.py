@@ -25,7 +25,7 @@ def test_five_nq_items_through_router_r1(tmp_path: Path) -> None:
     )
     dataset = data.load_dataset("nq", limit=5)
     out = tmp_path / "results"
-    service = RouteGraphService.create(settings, pool=load_pool(PROJECT_ROOT / "pools" / "local.yaml"))
+    service = RouteGraphService.create(settings, pool=load_pool(PROJECT_ROOT / "pools" / "tiny.yaml"))
     try:
         results = asyncio.run(runner.run_eval(service, dataset, ["router-r1"], out, concurrency=2))
         records = results["router-r1"]

@@ -25,7 +25,7 @@ def _env(db_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEGRAPH_")}
     env.update(
         ROUTEGRAPH_DATABASE_URL=f"sqlite:///{db_path}",
-        ROUTEGRAPH_POOL_FILE=str(PROJECT_ROOT / "pools" / "local.yaml"),
+        ROUTEGRAPH_POOL_FILE=str(PROJECT_ROOT / "pools" / "tiny.yaml"),
         ROUTEGRAPH_MAX_TURNS="1",  # think → route → think/answer: a short run with a step after the kill
         ROUTEGRAPH_ROUTER_MAX_TOKENS="160",
         ROUTEGRAPH_RESPONSE_MAX_TOKENS="16",

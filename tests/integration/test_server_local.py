@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         ROUTEGRAPH_SERVER_MAX_CONCURRENCY="4",  # the rest queue in the server, not in llama.cpp,
     )
     command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    command += ["--pool", str(PROJECT_ROOT / "pools" / "local.yaml")]
+    command += ["--pool", str(PROJECT_ROOT / "pools" / "tiny.yaml")]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -31,7 +31,7 @@ def _seed_replay_cache(database_url: str, questions: list[dict[str, Any]]) -> No
     One model knows the answers and the other does not, so which model a rollout routes to changes its
     reward: GRPO groups then have reward variance, hence a gradient.
     """
-    pool = load_pool(PROJECT_ROOT / "pools" / "local.yaml")
+    pool = load_pool(PROJECT_ROOT / "pools" / "tiny.yaml")
     pool.cache = SqlResponseCache(db.session_factory(db.make_engine(database_url)))
     knows = pool.names[0]
     for row in questions:

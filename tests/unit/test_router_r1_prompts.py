@@ -178,7 +178,7 @@ def test_router_user_prompt_describes_every_model() -> None:
 
 
 def test_router_messages_are_system_then_human() -> None:
-    pool = load_pool(PROJECT_ROOT / "pools" / "local.yaml")
+    pool = load_pool(PROJECT_ROOT / "pools" / "tiny.yaml")
     messages = prompts.router_messages("Capital of France?", pool.models)
     assert [role for role, _ in messages] == ["system", "human"]
     assert messages[0][1] == prompts.ROUTER_SYSTEM
