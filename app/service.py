@@ -7,6 +7,7 @@ The graphs stay pure: a run streams a graph's updates and persists each hop as i
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
@@ -31,12 +32,39 @@ from storage.cache import SqlResponseCache
 __all__ = [
     "GRAPHS",
     "QuestionError",
+    "Readiness",
     "ResumeError",
     "RouteGraphService",
     "RunResult",
+    "configured_pool",
     "router_from_checkpoint",
 ]
 """The embeddings (CLI, UI, server, LangChain model) import these from here, the app's one entry point."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the service can answer now: each pool endpoint reachable, the trace store writable."""
+
+    endpoints: dict[str, bool]
+    """Pool entry (router included) → its endpoint answered. Recorded-outcome entries have none."""
+    database: str | None
+    """Why the trace store cannot take a write, or None."""
+
+    @property
+    def ready(self) -> bool:
+        return self.database is None and all(self.endpoints.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        down = [f"model {name}: endpoint unreachable" for name, up in self.endpoints.items() if not up]
+        if self.database is not None:
+            down.append(f"database: {self.database}")
+        return {
+            "status": "ready" if self.ready else "not ready",
+            "not_ready": down,
+            "endpoints": self.endpoints,
+            "database": "writable" if self.database is None else self.database,
+        }
 
 
 @dataclass
@@ -54,14 +82,7 @@ class RouteGraphService:
     def create(
         cls, settings: Settings, *, pool: Pool | None = None, start_servers: bool = True
     ) -> RouteGraphService:
-        pool = pool or load_pool(settings.pool_file)
-        pool.timeout_s = settings.request_timeout_s
-        if settings.router_checkpoint:
-            pool = pool.with_router(router_from_checkpoint(pool.router, settings.router_checkpoint))
-        if settings.router_endpoint:
-            pool = pool.with_router(
-                pool.router.model_copy(update={"backend": "openai", "base_url": settings.router_endpoint})
-            )
+        pool = configured_pool(settings, pool)
         service = cls(settings=settings, pool=pool)
         service._factory = db.session_factory(db.make_engine(settings.database_url))
         service._checkpoints = Checkpoints(settings.database_url)
@@ -92,6 +113,13 @@ class RouteGraphService:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def areadiness(self) -> Readiness:
+        """Ask every pool endpoint (at once) and make a write check on the trace store that leaves nothing."""
+        entries = [e for e in self.pool.all_entries() if e.backend != "recorded"]
+        answers = await asyncio.gather(*(self.pool.health(e) for e in entries))
+        problem = await asyncio.to_thread(db.write_problem, self._factory)
+        return Readiness({e.name: up for e, up in zip(entries, answers, strict=True)}, problem)
 
     # -- running --------------------------------------------------------------------------------------
     async def astream(
@@ -295,6 +323,19 @@ class RouteGraphService:
         """What these tokens would have cost on the pool's most expensive model: (name, USD)."""
         entry = self.pool.most_expensive()
         return entry.name, entry.cost(input_tokens, output_tokens)
+
+
+def configured_pool(settings: Settings, pool: Pool | None = None) -> Pool:
+    """The settings' pool (or ``pool``) with their timeout and router overrides applied."""
+    pool = pool or load_pool(settings.pool_file)
+    pool.timeout_s = settings.request_timeout_s
+    if settings.router_checkpoint:
+        pool = pool.with_router(router_from_checkpoint(pool.router, settings.router_checkpoint))
+    if settings.router_endpoint:
+        pool = pool.with_router(
+            pool.router.model_copy(update={"backend": "openai", "base_url": settings.router_endpoint})
+        )
+    return pool
 
 
 def router_from_checkpoint(router: ModelEntry, checkpoint: str) -> ModelEntry:
