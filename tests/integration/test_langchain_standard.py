@@ -1,9 +1,9 @@
 """LangChain's integration suite for chat models (``langchain-tests``) on the embedded pool.
 
-Every call is a real Router-R1 run: SmolLM2-135M routes, llama.cpp serves, SQLite stores. Runs are kept
-short (at most one route call, short replies) so the suite takes a couple of minutes on two cores. What
-a router does not offer is declared through the suite's capability properties, which make the suite
-skip it.
+Every call is a real Router-R1 run (R2-Reasoner for the ``model=`` override tests): SmolLM2-135M routes,
+llama.cpp serves, SQLite stores. The suite makes about two dozen runs, kept short: at most one route call,
+short replies. What a router does not offer is declared through the suite's capability properties, which
+make the suite skip it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def short_run_service(
         response_max_tokens=16,
         router_max_tokens=64,
         r2_max_subtasks=2,
-        request_timeout_s=120,
+        request_timeout_s=170,  # a loaded two-core machine decodes slowly
     )
     service = RouteGraphService.create(settings, pool=load_pool(PROJECT_ROOT / "pools" / "local.yaml"))
     request.cls.service = service
