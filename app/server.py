@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.ops import MeasureRequests, ServerMetrics, add_ops_routes
 from app.service import GRAPHS, QuestionError, RouteGraphService, RunResult
 from graphs.hops import Hop
 from graphs.ports import CallResult, EndpointError
@@ -108,22 +109,30 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     max_concurrency: int = 8,
     max_queue: int = 64,
+    metrics: ServerMetrics | None = None,
 ) -> FastAPI:
-    """The app for ``service``; everything it uses hangs off these arguments."""
+    """The app for ``service``; everything it uses hangs off these arguments (``metrics``: a fresh
+    registry per app unless given)."""
     app = FastAPI(title="routegraph", docs_url=None, redoc_url=None)
     limiter = _Limiter(max_concurrency, max_queue)
+    metrics = metrics or ServerMetrics()
+    app.state.metrics = metrics
+    app.add_middleware(MeasureRequests, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Any:
+        metrics.errors.labels(exc.code or exc.type).inc()
         return _error_response(exc.status, exc.message, exc.type, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Any:
+        metrics.errors.labels("invalid_request_error").inc()
         return _error_response(400, str(exc.errors()), "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Any:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        metrics.errors.labels(kind).inc()
         return _error_response(exc.status_code, str(exc.detail), kind)
 
     def check_key(request: Request) -> None:
@@ -136,13 +145,14 @@ def create_app(
 
     async def read_body(request: Request) -> ChatRequest:
         declared = request.headers.get("content-length")
+        too_large = f"request body over {max_body_bytes} bytes"
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise ApiError(413, f"request body over {max_body_bytes} bytes", "invalid_request_error")
+            raise ApiError(413, too_large, "invalid_request_error", "body_too_large")
         raw = bytearray()
         async for part in request.stream():
             raw += part
             if len(raw) > max_body_bytes:
-                raise ApiError(413, f"request body over {max_body_bytes} bytes", "invalid_request_error")
+                raise ApiError(413, too_large, "invalid_request_error", "body_too_large")
         try:
             return ChatRequest.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
@@ -163,6 +173,7 @@ def create_app(
             raise ApiError(
                 404, f"The model {body.model!r} does not exist", "invalid_request_error", "model_not_found"
             )
+        request.state.metrics_model = body.model  # a known name: metric labels stay bounded
         question = _question(body.messages)
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:
@@ -195,7 +206,9 @@ def create_app(
                 question, graph=body.model, budget_usd=body.budget_usd, max_turns=body.max_turns
             ):
                 if isinstance(item, RunResult):
+                    metrics.observe_run(item)
                     return item
+                metrics.observe_hop(item)
                 if on_hop is not None:
                     await on_hop(item)
         except QuestionError as exc:
@@ -206,9 +219,11 @@ def create_app(
         role = {"user": "human", "assistant": "ai", "developer": "system"}
         messages = [(role.get(m.role, m.role), m.text) for m in body.messages]
         try:
-            return await service.call_model(
+            call = await service.call_model(
                 body.model, messages, max_tokens=body.max_completion_tokens or body.max_tokens
             )
+            metrics.observe_call(call)
+            return call
         except EndpointError as exc:
             raise ApiError(502, str(exc), "server_error", "upstream_failed") from None
 
@@ -246,7 +261,9 @@ def create_app(
                         task.cancel()
                     result = task.result()
                     if result.status == "failed":
-                        raise ApiError(502, f"run {result.run_id} failed: {result.error}", "server_error")
+                        raise ApiError(
+                            502, f"run {result.run_id} failed: {result.error}", "server_error", "run_failed"
+                        )
                     answer, tokens = result.answer, (result.input_tokens, result.output_tokens)
                     summary = _summary(result)
                 else:
@@ -262,11 +279,13 @@ def create_app(
                 usage_chunk = chunk({}) | {"choices": [], "usage": _usage(*tokens)}
                 yield _event(usage_chunk)
         except ApiError as exc:
+            metrics.errors.labels(exc.code or exc.type).inc()
             yield _event(
                 {"error": {"message": exc.message, "type": exc.type, "param": None, "code": exc.code}}
             )
         yield "data: [DONE]\n\n"
 
+    add_ops_routes(app, service, metrics, check_key)
     return app
 
 

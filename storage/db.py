@@ -19,6 +19,7 @@ from storage.engine import (
     session_scope,
     upgrade_store,
     write_connection,
+    write_problem,
 )
 from storage.feedback import (
     add_feedback,
@@ -88,4 +89,5 @@ __all__ = [
     "session_scope",
     "upgrade_store",
     "write_connection",
+    "write_problem",
 ]

@@ -21,8 +21,9 @@ from sqlalchemy import (
     event,
     inspect,
     text,
+    update,
 )
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -267,3 +268,22 @@ def write_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
 
 def engine_of(factory: sessionmaker[Session]) -> Engine:
     return cast(Engine, factory.kw["bind"])
+
+
+def write_problem(factory: sessionmaker[Session]) -> str | None:
+    """Why the store cannot take a write now, or None when it can (a readiness check).
+
+    It runs an UPDATE that matches no row in a write transaction and rolls back: the database still checks
+    the connection, the write lock (SQLite) and that writes are allowed (a read-only file or replica, a
+    missing privilege), and nothing is left behind, not even a sequence value.
+    """
+    runs = Base.metadata.tables["runs"]
+    try:
+        with engine_of(factory).connect() as connection:
+            connection = connection.execution_options(routegraph_write=True)
+            with connection.begin() as transaction:
+                connection.execute(update(runs).where(runs.c.id < 0).values(status=runs.c.status))
+                transaction.rollback()
+    except DBAPIError as exc:
+        return f"{type(exc.orig).__name__}: {str(exc.orig).strip().splitlines()[0]}"
+    return None

@@ -16,8 +16,8 @@ def models(pool: PoolOpt = None, config: ConfigOpt = None) -> None:
     """The pool's models, where each local GGUF is, and which local servers are running."""
     import httpx
 
-    from app.pool.local_servers import LocalServerError, gguf_path
     from app.pool import PoolError, load_pool
+    from app.pool.local_servers import LocalServerError, gguf_path
 
     settings = settings_for(config, pool_file=pool)
     try:

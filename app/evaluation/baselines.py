@@ -19,7 +19,9 @@ from typing import Any
 from app.evaluation.data import EvalItem
 from app.pool import EndpointError, Pool
 from app.service import RouteGraphService, RunResult
+from graphs import answers
 from graphs.hops import Hop
+from graphs.router_r1 import prompts, rules
 
 GRAPH_METHODS = ("router-r1", "r2-reasoner")
 PICKING = ("cheapest", "largest", "random")
@@ -71,25 +73,50 @@ def picked_model(method: str, pool: Pool, item: EvalItem, seed: int, dataset: st
 
 
 async def _call_hop(
-    service: RouteGraphService, node: str, model: str, query: str, max_tokens: int
+    service: RouteGraphService,
+    node: str,
+    model: str,
+    query: str,
+    max_tokens: int,
+    system: str | None = None,
 ) -> tuple[Hop, str | None]:
     started = time.time()
     try:
-        call = await service.pool.ask(model, query, max_tokens=max_tokens)
+        call = await service.pool.ask(model, query, system=system, max_tokens=max_tokens)
     except EndpointError as exc:
         return Hop(node=node, model=model, sub_query=query, error=str(exc), started_at=started), str(exc)
     return Hop.from_call(node, call, started, sub_query=query, response=call.text), None
 
 
+def stated_answer(item: EvalItem, reply: str | None) -> str:
+    """What a model's reply answers, in the item's format: its ``Answer:`` line (or the whole reply when
+    short), cut to a choice letter, a number or a short span, as Router-R1's final answer is."""
+    stated = rules.reply_answer(reply) or (reply or "").strip()
+    fmt = answers.answer_format(item.prompt)
+    return answers.clean_answer(stated, fmt, answers.choice_letters(item.prompt)) or stated
+
+
 async def direct(service: RouteGraphService, item: EvalItem, model: str, label: str) -> RunResult:
-    """``model`` answers ``item`` in one call, stored as a run labelled ``label``."""
+    """``model`` answers ``item`` in one call, stored as a run labelled ``label``.
+
+    It gets the instructions pool models get inside Router-R1 (the answer alone for a fact, a few steps and
+    an ``Answer:`` line for a calculation or a choice), so that a graph and a single model are judged on
+    the same kind of reply.
+    """
     started = time.perf_counter()
-    hop, error = await _call_hop(service, "answer", model, item.prompt, service.settings.response_max_tokens)
+    hop, error = await _call_hop(
+        service,
+        "answer",
+        model,
+        item.prompt,
+        service.settings.response_max_tokens,
+        system=prompts.POOL_MODEL_SYSTEM,
+    )
     return service.record_direct(
         item.prompt,
         graph=label,
         hops=[hop],
-        answer=(hop.response or "").strip(),
+        answer=stated_answer(item, hop.response),
         error=error,
         latency_s=time.perf_counter() - started,
     )
@@ -127,10 +154,15 @@ async def prompt_router(service: RouteGraphService, item: EvalItem) -> RunResult
         pick = parse_pick(route.router_text or "", pool)
         route.detail = {**route.detail, "picked": pick or pool.cheapest().name, "fallback": pick is None}
         hop, error = await _call_hop(
-            service, "answer", pick or pool.cheapest().name, item.prompt, service.settings.response_max_tokens
+            service,
+            "answer",
+            pick or pool.cheapest().name,
+            item.prompt,
+            service.settings.response_max_tokens,
+            system=prompts.POOL_MODEL_SYSTEM,
         )
         hops.append(hop)
-        answer = (hop.response or "").strip()
+        answer = stated_answer(item, hop.response)
     return service.record_direct(
         item.prompt,
         graph="prompt-router",

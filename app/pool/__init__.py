@@ -6,7 +6,7 @@ The names most callers need are re-exported here: ``from app.pool import Pool, l
 
 from app.pool.entries import Backend, Mode, ModelEntry, PoolError, PoolFile, router_from_checkpoint
 from app.pool.keys import CacheMode, ResponseCache
-from app.pool.loader import load_pool
+from app.pool.loader import configured_pool, load_pool
 from app.pool.pool import ClientFactory, Pool
 from graphs.ports import CallResult, EndpointError
 
@@ -22,6 +22,7 @@ __all__ = [
     "PoolError",
     "PoolFile",
     "ResponseCache",
+    "configured_pool",
     "load_pool",
     "router_from_checkpoint",
 ]

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from app.pool.entries import PoolError, PoolFile
+from app.config import Settings
+from app.pool.entries import PoolError, PoolFile, router_from_checkpoint
 from app.pool.pool import Pool
 
 
@@ -62,3 +63,17 @@ def _describe_location(raw: dict[str, Any], loc: tuple[Any, ...]) -> str:
         except (KeyError, IndexError, TypeError):
             node = None
     return ".".join(parts) or "<root>"
+
+
+def configured_pool(settings: Settings, pool: Pool | None = None) -> Pool:
+    """The settings' pool (or ``pool``) with their timeout and router overrides applied: a trained router
+    checkpoint, or a router endpoint served elsewhere."""
+    pool = pool or load_pool(settings.pool_file)
+    pool.timeout_s = settings.request_timeout_s
+    if settings.router_checkpoint:
+        pool = pool.with_router(router_from_checkpoint(pool.router, settings.router_checkpoint))
+    if settings.router_endpoint:
+        pool = pool.with_router(
+            pool.router.model_copy(update={"backend": "openai", "base_url": settings.router_endpoint})
+        )
+    return pool

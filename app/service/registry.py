@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import Settings
-from app.pool import Pool
+from graphs.ports import ModelPool
 
 
 class QuestionError(ValueError):
@@ -41,13 +41,15 @@ class GraphSpec:
     scored: bool
     """Its trajectory is a Router-R1 text (think / search / information / answer), scored by the rewards."""
     default_turns: Callable[[Settings], int]
-    bind: Callable[[Settings, Pool, RunOptions], tuple[Any, Any, dict[str, Any]]]
+    bind: Callable[[Settings, ModelPool, RunOptions], tuple[Any, Any, dict[str, Any]]]
     """(settings, pool, options) → (compiled graph without a checkpointer, runtime context, run config)."""
     state_types: Callable[[], tuple[type, ...]]
     """Our classes inside its state (imported lazily: listing graphs does not build them)."""
 
 
-def _bind_router_r1(settings: Settings, pool: Pool, options: RunOptions) -> tuple[Any, Any, dict[str, Any]]:
+def _bind_router_r1(
+    settings: Settings, pool: ModelPool, options: RunOptions
+) -> tuple[Any, Any, dict[str, Any]]:
     from graphs.router_r1.graph import graph
     from graphs.router_r1.state import RouterR1Context
 
@@ -62,7 +64,7 @@ def _bind_router_r1(settings: Settings, pool: Pool, options: RunOptions) -> tupl
     return graph, context, {}
 
 
-def _bind_r2(settings: Settings, pool: Pool, options: RunOptions) -> tuple[Any, Any, dict[str, Any]]:
+def _bind_r2(settings: Settings, pool: ModelPool, options: RunOptions) -> tuple[Any, Any, dict[str, Any]]:
     from graphs.r2_reasoner.graph import graph, recursion_limit
     from graphs.r2_reasoner.state import R2Context
 

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from app.config import PROJECT_ROOT, Settings
-from app.pool import CallResult, ModelEntry, Pool, load_pool, router_from_checkpoint
+from app.pool import CallResult, ModelEntry, Pool, configured_pool
 from app.pool.local_servers import LocalServers
 from app.service import feedback, traces
 from app.service.checkpointer import Checkpoints, thread_config
 from app.service.loop import LoopThread
 from app.service.provenance import graph_version, router_label, router_weights
+from app.service.readiness import Readiness, readiness
 from app.service.registry import REGISTRY, QuestionError, RunOptions, graph_spec, run_options
 from app.service.resume import (
     ResumeError,
@@ -56,14 +57,7 @@ class RouteGraphService:
     def create(
         cls, settings: Settings, *, pool: Pool | None = None, start_servers: bool = True
     ) -> RouteGraphService:
-        pool = pool or load_pool(settings.pool_file)
-        pool.timeout_s = settings.request_timeout_s
-        if settings.router_checkpoint:
-            pool = pool.with_router(router_from_checkpoint(pool.router, settings.router_checkpoint))
-        if settings.router_endpoint:
-            pool = pool.with_router(
-                pool.router.model_copy(update={"backend": "openai", "base_url": settings.router_endpoint})
-            )
+        pool = configured_pool(settings, pool)
         service = cls(settings=settings, pool=pool)
         service._factory = db.session_factory(db.make_engine(settings.database_url))
         service._checkpoints = Checkpoints(settings.database_url)
@@ -94,6 +88,10 @@ class RouteGraphService:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def areadiness(self) -> Readiness:
+        """Ask every pool endpoint (at once) and make a write check on the trace store that leaves nothing."""
+        return await readiness(self.pool, self._factory)
 
     # -- running ---------------------------------------------------------------------------------------------
     async def astream(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypedDict  # pydantic (LangGraph Server's schemas) needs it before 3.12
 
 from graphs.hops import Hop
 from graphs.ports import ModelPool

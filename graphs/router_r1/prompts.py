@@ -13,23 +13,28 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from graphs.answers import AnswerFormat, answer_format
 from graphs.ports import ModelCard
+from graphs.router_r1.rules import QUERY_MAX_CHARS
 
 ROUTER_SYSTEM = "You are a helpful assistant that answers questions by consulting other language models."
 
 ROUTER_INSTRUCTIONS = """Answer the given question. \
-Every time you receive new information, you must first conduct reasoning inside <think> ... </think>. \
+Every time you receive new information, you must first conduct reasoning inside <think> ... </think>, \
+briefly, for example: <think> This asks for a fact; a strong model should answer. </think> \
 After reasoning, if you find you lack some knowledge, you can call a specialized LLM by writing a query \
 inside <search> LLM-Name: Your-Query </search>. The response is returned between <information> and \
-</information>.
-Rules for <search>: replace LLM-Name with the EXACT name of one model from [{names}], and Your-Query with \
-a concrete question that helps answer the original question. Weigh each model's ability against its price.
+</information>. Weigh each model's ability against its price.
 
 #### The models
 {descriptions}
 
-If no further external knowledge is needed, give the final answer inside <answer> ... </answer> without \
-explanation, for example: <answer> Beijing </answer>.
+Rules for <search>: replace LLM-Name with the EXACT name of one model from [{names}], and Your-Query with \
+a concrete question that helps answer the original question. To have a model solve the whole question, pass \
+it on word for word, with its choices: <search> LLM-Name: {example_query} </search>. Never ask the same \
+model the same query twice.
+As soon as the information answers the question, give the final answer inside <answer> ... </answer> \
+without explanation: {answer_style}, for example: <answer> {example} </answer>.
 Question: {question}
 """
 QUESTION_LABEL = "Question: "
@@ -38,9 +43,16 @@ MODEL_DESCRIPTION = "{name} (${price_in:.2f}/${price_out:.2f} per 1M tokens in/o
 {descriptor}{performance}"
 
 POOL_MODEL_SYSTEM = (
-    "You answer one sub-question for a coordinating model that is solving a larger question. "
-    "Reply with the answer only, briefly and factually."
+    "You answer one sub-question for a coordinating model that is solving a larger question. For a fact, "
+    "reply with the answer alone, in as few words as possible (a name, a date, a place), not a sentence. "
+    "For a calculation or a choice, reason in a few short steps, then end with a line 'Answer: <answer>'."
 )
+ANSWER_STYLES: dict[AnswerFormat, tuple[str, str]] = {
+    "span": ("the shortest answer, a few words", "Beijing"),
+    "number": ("the final number only", "42"),
+    "choice": ("the letter of the correct choice only", "B"),
+}
+"""How the final answer is written, and an example, for each answer format the question asks for."""
 
 INFORMATION_BLOCK = "\n<information>{content}</information>\n"
 BUDGET_REFUSAL = (
@@ -72,8 +84,14 @@ def render_models(models: Sequence[ModelCard]) -> str:
 
 
 def router_user_prompt(question: str, models: Sequence[ModelCard]) -> str:
+    style, example = ANSWER_STYLES[answer_format(question)]
     return ROUTER_INSTRUCTIONS.format(
-        names=", ".join(m.name for m in models), descriptions=render_models(models), question=question.strip()
+        names=", ".join(m.name for m in models),
+        descriptions=render_models(models),
+        answer_style=style,
+        example=example,
+        example_query=" ".join(question.split())[:QUERY_MAX_CHARS],
+        question=question.strip(),
     )
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from graphs import answers
 
-CONCISE_WORDS = 12
-"""A reply this short is an answer, not an explanation."""
+CONCISE_WORDS = 25
+"""A one-line reply this short is an answer (a name, or one sentence stating it), not an explanation."""
 SAME_QUESTION = 0.8
 """Share of the question's words a query must contain to count as the question itself."""
 _ANSWER_LINE = re.compile(r"^\s*(?:final\s+)?answer\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
@@ -70,7 +70,8 @@ def reply_answer(reply: str | None) -> str | None:
     stated = _ANSWER_LINE.findall(reply)
     if stated:
         return str(stated[-1])
-    return reply.strip() if len(reply.split()) <= CONCISE_WORDS else None
+    short = len(reply.split()) <= CONCISE_WORDS and len(reply.strip().splitlines()) == 1
+    return reply.strip() if short else None
 
 
 def answers_question(question: str, query: str, reply: str | None) -> bool:
@@ -92,6 +93,8 @@ def _words(text: str) -> set[str]:
 # -- grammars --------------------------------------------------------------------------------------------
 QUERY_MAX_CHARS = 400
 """Longest sub-query a constrained router may write: room to pass a question with its choices on."""
+THOUGHT_MAX_CHARS = 100
+"""Longest thought: a sentence of reasoning, too short to copy the question into (the query carries it)."""
 
 
 def _gbnf_literal(text: str) -> str:
@@ -127,7 +130,7 @@ def step_grammar(model_names: Sequence[str], question: str = "", rules: StepRule
             'answer ::= "<answer> " body " </answer>"',
             f"model ::= {models}",
             f"body ::= {answer_body(question)}",
-            "thought ::= [^<\\n]{1,120}",
+            f"thought ::= [^<\\n]{{1,{THOUGHT_MAX_CHARS}}}",
         ]
     )
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Annotated, TypedDict
+from typing import Annotated
+
+from typing_extensions import TypedDict  # pydantic (LangGraph Server's schemas) needs it before 3.12
 
 from graphs.hops import Hop
 from graphs.ports import ModelPool

@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import PROJECT_ROOT
 from storage import db
@@ -134,3 +135,28 @@ def test_sixteen_concurrent_requests_each_store_a_trace(server: tuple[str, str])
     for run_id in run_ids:
         run = db.get_run(factory, run_id)
         assert run is not None and run.status == "ok" and run.finished_at is not None and run.hops
+
+
+def test_health_ready_and_metrics_on_real_endpoints(server: tuple[str, str]) -> None:
+    base, _ = server
+    assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{base}/ready", timeout=60)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["database"] == "writable"
+    assert set(ready.json()["endpoints"]) == {"SmolLM2-135M-Router", "SmolLM2-135M-Instruct", "Gemma-3-270M"}
+
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=120)
+    direct = client.chat.completions.create(model="Gemma-3-270M", messages=QUESTION, max_tokens=8)
+    assert direct.usage is not None
+    scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+    }
+    gemma = (("model", "Gemma-3-270M"), ("node", "pass-through"))
+    assert samples[("routegraph_hops_total", gemma)] >= 1
+    tokens = samples[("routegraph_tokens_total", (("kind", "output"), ("model", "Gemma-3-270M")))]
+    assert tokens >= direct.usage.completion_tokens
+    ok = (("model", "Gemma-3-270M"), ("route", "/v1/chat/completions"), ("status", "200"))
+    assert samples[("routegraph_http_requests_total", ok)] >= 1

@@ -13,10 +13,9 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from app import cli
-from app.pool import local_servers
 from app.cli import common
 from app.config import DEFAULT_POOL
-from app.pool import load_pool
+from app.pool import load_pool, local_servers
 
 DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
 ROUTER = "Dead-Router"

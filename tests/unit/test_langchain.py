@@ -146,3 +146,25 @@ def test_lazy_service_from_pool_file(settings: Settings, tmp_path: Path) -> None
     assert model.service is None
     with pytest.raises(Exception, match=r"missing\.yaml"):
         model.get_service()
+
+
+def test_stop_sequences_cut_the_answer(model: RouterChatModel) -> None:
+    assert model.invoke("Capital of France?", stop=["ri"]).content == "Pa"
+    stopping = model.model_copy(update={"stop": ["is"]})
+    assert stopping.invoke("Capital of France?").content == "Par"
+    chunks = list(stopping.stream("Capital of France?"))
+    assert [c.content for c in chunks] == ["Par"] and chunks[-1].chunk_position == "last"
+    assert model._get_ls_params(stop=["x"]) == {
+        "ls_provider": "routegraph",
+        "ls_model_name": "router-r1",
+        "ls_model_type": "chat",
+        "ls_stop": ["x"],
+    }
+
+
+def test_model_kwarg_picks_the_graph(model: RouterChatModel) -> None:
+    with pytest.raises(ValueError, match="unknown graph 'gpt-9'"):
+        model.invoke("Capital of France?", model="gpt-9")
+    assert model._get_ls_params(model="r2-reasoner")["ls_model_name"] == "r2-reasoner"
+    message = model.invoke("Capital of France?", model="router-r1")
+    assert message.response_metadata["model_name"] == "router-r1" and message.content == "Paris"

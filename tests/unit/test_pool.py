@@ -26,9 +26,23 @@ ROUTER_R1_PRICES = {
 
 
 # -- shipped pool files -------------------------------------------------------------------------------------
-def test_local_pool_loads() -> None:
+def test_local_pool_is_three_instruct_models_priced_by_size() -> None:
     pool = load_pool(POOLS / "local.yaml")
     assert pool.source == POOLS / "local.yaml"
+    assert (
+        pool.router.name == "Qwen2.5-Coder-0.5B-Router" and pool.router.gguf == "qwen2.5-coder-0.5b-instruct"
+    )
+    assert pool.names == ["SmolLM2-135M", "Qwen-0.5B", "Qwen-1.5B"]
+    assert all(m.backend == "llamacpp" and m.gguf and m.mode == "chat" for m in pool.all_entries())
+    prices = [(m.price_in, m.price_out) for m in pool.models]
+    assert prices == sorted(prices) and len(set(prices)) == 3  # notional prices rise with size
+    assert pool.cheapest().name == "SmolLM2-135M" and pool.most_expensive().name == "Qwen-1.5B"
+    assert pool.router.gguf == pool.get("Qwen-0.5B").gguf  # the router shares the 0.5B model's server
+
+
+def test_tiny_pool_loads() -> None:
+    pool = load_pool(POOLS / "tiny.yaml")
+    assert pool.source == POOLS / "tiny.yaml"
     assert pool.router.name == "SmolLM2-135M-Router"
     assert pool.router.backend == "llamacpp"
     assert pool.names == ["SmolLM2-135M-Instruct", "Gemma-3-270M"]
@@ -216,7 +230,7 @@ def test_get_is_case_insensitive_and_finds_the_router() -> None:
 
 
 def test_get_unknown_name_lists_the_pool() -> None:
-    pool = load_pool(POOLS / "local.yaml")
+    pool = load_pool(POOLS / "tiny.yaml")
     with pytest.raises(
         PoolError, match=r"unknown model 'GPT-5'; the pool has SmolLM2-135M-Instruct, Gemma-3-270M"
     ):
@@ -225,7 +239,7 @@ def test_get_unknown_name_lists_the_pool() -> None:
 
 # -- endpoints and calls through the fake pool ---------------------------------------------------------
 def test_base_url_prefers_a_bound_endpoint_and_fails_for_unstarted_local_models() -> None:
-    pool = load_pool(POOLS / "local.yaml")
+    pool = load_pool(POOLS / "tiny.yaml")
     with pytest.raises(EndpointError, match="no server is running"):
         pool.base_url(pool.router)
     pool.bind_endpoint("smollm2-135m-router", "http://127.0.0.1:9999/v1/")

@@ -30,7 +30,8 @@ MATH = "Tom has 2+3 apples and Ann has 4+5. How many apples do they have togethe
         ("Paris is the capital of France.", "Paris is the capital of France."),
         ("2+3 = 5 and 4+5 = 9, so 5 + 9 = 14.\nAnswer: 14", "14"),  # reasoning, then an answer line
         ("Final answer: B", "B"),
-        (" ".join(["word"] * 13), None),  # a paragraph with no answer line states no answer
+        (" ".join(["word"] * 26), None),  # a paragraph with no answer line states no answer
+        ("Paris.\nIt is in France.", None),  # two lines: an explanation, not a stated answer
         ("", None),
         (None, None),  # a failed or refused call
     ],
@@ -47,7 +48,7 @@ def test_reply_answer(reply: str | None, stated: str | None) -> None:
         ("Capital of France?", "Paris", True),  # stopwords and articles left out of the comparison
         ("Which river runs through Paris?", "The Seine", False),  # a sub-question
         (FRANCE, None, False),  # the call failed
-        (FRANCE, " ".join(["blah"] * 20), False),  # no answer in a long reply
+        (FRANCE, " ".join(["blah"] * 30), False),  # no answer in a long reply
     ],
 )
 def test_answers_question(query: str, reply: str | None, answered: bool) -> None:
