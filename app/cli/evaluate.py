@@ -31,7 +31,8 @@ def eval_run(
         typer.Option(help="JSONL / Parquet file, short name (nq, gsm8k, csqa, …) or hf:<name>; repeatable."),
     ] = None,
     pool: PoolOpt = None,
-    limit: Annotated[int | None, typer.Option(help="First N items of each dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N items of each dataset (after --skip).")] = None,
+    skip: Annotated[int, typer.Option(min=0, help="Leave out the first N items of each dataset.")] = 0,
     concurrency: Annotated[int, typer.Option(help="Items answered at once.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the random baseline.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Results directory (resumable).")] = Path("eval_results"),
@@ -64,7 +65,7 @@ def eval_run(
     if not data:
         raise fail("--data is required (a file, a short name such as nq, or hf:<name>)", 2)
     try:
-        datasets = [eval_data.load_dataset(spec, limit) for spec in data]
+        datasets = [eval_data.load_dataset(spec, limit, skip) for spec in data]
     except eval_data.DataError as exc:
         raise fail(str(exc), 2) from None
     settings = settings_for(config, pool_file=pool, max_turns=max_turns)

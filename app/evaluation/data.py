@@ -63,11 +63,12 @@ def task_for(name: str, row: dict[str, Any]) -> Task:
     return "qa"
 
 
-def load_dataset(spec: str, limit: int | None = None) -> Dataset:
+def load_dataset(spec: str, limit: int | None = None, skip: int = 0) -> Dataset:
     """A .jsonl / .parquet path, a short name (``nq``, ``gsm8k``, …) or ``hf:<name>[:<cfg>][@split]``.
 
-    A relative path is looked up in the working directory, then in the project (``data/…`` works from
-    anywhere). Every error names the file and line (see :mod:`app.evaluation.qa_file`).
+    ``skip`` leaves out the first items and ``limit`` keeps the next ones, so that disjoint slices of one
+    file serve different purposes (tuning a pool's descriptors, evaluating). A relative path is looked up in
+    the working directory, then in the project (``data/…`` works from anywhere). Every error names the file and line (see :mod:`app.evaluation.qa_file`).
     """
     if spec.startswith("hf:"):
         name, rows = _hf_rows(spec[3:])
@@ -83,7 +84,7 @@ def load_dataset(spec: str, limit: int | None = None) -> Dataset:
             names = ", ".join(SHORT_NAMES)
             raise DataError(f"{exc}; not a short name ({names}) or hf:<dataset> either") from None
         name, rows = path.stem, read_qa_file(spec)
-    items = [_item(name, row) for row in rows]
+    items = [_item(name, row) for row in rows][skip:]
     return Dataset(name=name, items=items[:limit] if limit else items)
 
 

@@ -224,6 +224,8 @@ def test_data_sources(tmp_path: Path) -> None:
     assert item.task == "math" and item.answers == ["2"]
     nq = data.load_dataset("nq", limit=3)
     assert nq.name == "nq" and len(nq.items) == 3 and nq.items[0].task == "qa"
+    later = data.load_dataset("nq", limit=2, skip=2)  # a disjoint slice: tuning and evaluation apart
+    assert [i.id for i in later.items] == [i.id for i in data.load_dataset("nq", limit=4).items[2:]]
     with pytest.raises(data.DataError, match="no such file"):
         data.load_dataset("nope")
     with pytest.raises(data.DataError, match="local Hugging Face cache"):
