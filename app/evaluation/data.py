@@ -68,7 +68,8 @@ def load_dataset(spec: str, limit: int | None = None, skip: int = 0) -> Dataset:
 
     ``skip`` leaves out the first items and ``limit`` keeps the next ones, so that disjoint slices of one
     file serve different purposes (tuning a pool's descriptors, evaluating). A relative path is looked up in
-    the working directory, then in the project (``data/…`` works from anywhere). Every error names the file and line (see :mod:`app.evaluation.qa_file`).
+    the working directory, then in the project (``data/…`` works from anywhere). Every error names the
+    file and line (see :mod:`app.evaluation.qa_file`).
     """
     if spec.startswith("hf:"):
         name, rows = _hf_rows(spec[3:])

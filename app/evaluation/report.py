@@ -25,6 +25,8 @@ class Row:
     sub_em: float
     total_cost: float
     cost_per_item: float
+    pool_cost_per_item: float
+    """Cost of the calls to pool models only (Router-R1's cost: the router's own tokens left out)."""
     latency_per_item: float
     calls_per_item: float
     failed: int = 0
@@ -74,6 +76,7 @@ def _aggregate(method: str, dataset: str, records: list[dict[str, Any]]) -> Row:
         sub_em=mean(r["sub_em"] for r in records),
         total_cost=sum(r["cost"] for r in records),
         cost_per_item=sum(r["cost"] for r in records) / n,
+        pool_cost_per_item=sum(r.get("pool_cost", r["cost"]) for r in records) / n,
         latency_per_item=mean(r["latency_s"] for r in records),
         calls_per_item=mean(r["calls"] for r in records),
         failed=sum(r["status"] != "ok" for r in records),
@@ -92,6 +95,7 @@ def _average(method: str, rows: list[Row]) -> Row:
         sub_em=mean(r.sub_em for r in rows),
         total_cost=sum(r.total_cost for r in rows),
         cost_per_item=mean(r.cost_per_item for r in rows),
+        pool_cost_per_item=mean(r.pool_cost_per_item for r in rows),
         latency_per_item=mean(r.latency_per_item for r in rows),
         calls_per_item=mean(r.calls_per_item for r in rows),
         failed=sum(r.failed for r in rows),
@@ -164,7 +168,8 @@ def markdown(report: Report, title: str = "Evaluation report", intro: str = "") 
     lines = [f"# {title}", "", *([intro.strip(), ""] if intro.strip() else [])]
     lines += [
         "Accuracy is each task's primary metric: exact match (QA), final-number equality (math), "
-        "choice letter (multiple choice). Costs in USD at the pool's prices.",
+        "choice letter (multiple choice). Costs in USD at the pool's prices; 'pool $/item' leaves out the "
+        "router's own tokens (Router-R1's cost), 'cost/item' counts every call.",
         "",
         normalization_note(report),
         "",
@@ -184,9 +189,9 @@ def markdown(report: Report, title: str = "Evaluation report", intro: str = "") 
             "",
             f"## {dataset}",
             "",
-            "| Method | n | Acc | EM | F1 | Sub-EM | Total cost $ | Cost/item $ | Latency s/item "
-            "| Calls/item | Failed |",
-            "|---|" + "---:|" * 10,
+            "| Method | n | Acc | EM | F1 | Sub-EM | Total cost $ | Cost/item $ | Pool $/item "
+            "| Latency s/item | Calls/item | Failed |",
+            "|---|" + "---:|" * 11,
         ]
         for m in methods:
             r = report.rows.get((m, dataset))
@@ -194,8 +199,8 @@ def markdown(report: Report, title: str = "Evaluation report", intro: str = "") 
                 continue
             lines.append(
                 f"| {m} | {r.n} | {r.accuracy:.3f} | {r.em:.3f} | {r.f1:.3f} | {r.sub_em:.3f} | "
-                f"{_money(r.total_cost)} | {_money(r.cost_per_item)} | {r.latency_per_item:.2f} | "
-                f"{r.calls_per_item:.2f} | {r.failed} |"
+                f"{_money(r.total_cost)} | {_money(r.cost_per_item)} | {_money(r.pool_cost_per_item)} | "
+                f"{r.latency_per_item:.2f} | {r.calls_per_item:.2f} | {r.failed} |"
             )
     lines += ["", "## Cost vs accuracy", "", "Pareto front (average over datasets, cheapest first): "]
     lines[-1] += ", ".join(f"**{m}**" for m in report.pareto) + "."

@@ -38,9 +38,10 @@ def read_records(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _record(
-    dataset: str, item: EvalItem, method: str, result: RunResult, normalize: Normalization
+    dataset: str, item: EvalItem, method: str, result: RunResult, normalize: Normalization, router: str
 ) -> dict[str, Any]:
     calls = [h for h in result.hops if h.model]
+    router_cost = sum(h.cost for h in result.hops if h.model == router)
     return {
         "dataset": dataset,
         "id": item.id,
@@ -53,6 +54,9 @@ def _record(
         "golds": item.answers,
         **score(item, result.answer, normalize),
         "cost": result.total_cost,
+        "router_cost": router_cost,
+        "pool_cost": result.total_cost - router_cost,
+        "ended_by": _ended_by(result),
         "input_tokens": result.input_tokens,
         "output_tokens": result.output_tokens,
         "latency_s": result.latency_s,
@@ -60,6 +64,18 @@ def _record(
         "calls": len(calls),
         "models": sorted({h.model for h in calls if h.model}),
     }
+
+
+def _ended_by(result: RunResult) -> str | None:
+    """Why a graph run stopped routing when it did not simply answer: 'max turns', a repeated call, ...
+    (the final hop's ``answer_only`` or ``forced`` note); None for a plain answer or a baseline."""
+    for hop in reversed(result.hops):
+        reason = hop.detail.get("forced") or hop.detail.get("answer_only")
+        if reason:
+            return str(reason)
+        if hop.node in ("think", "answer"):
+            return None
+    return None
 
 
 async def _run_item(
@@ -130,7 +146,7 @@ async def run_method(
                 result = await _run_item(service, dataset, item, method, seed)
                 if item.answers:
                     service.add_feedback(result.run_id, "gold", item.answers[0], source=EVAL_SOURCE)
-                record = _record(dataset.name, item, method, result, normalize)
+                record = _record(dataset.name, item, method, result, normalize, service.pool.router.name)
             done[(dataset.name, item.id)] = record
             with path.open("a") as out:
                 out.write(json.dumps(record) + "\n")
