@@ -34,7 +34,7 @@ a concrete question that helps answer the original question. To have a model sol
 it on word for word, with its choices: <search> LLM-Name: {example_query} </search>. Never ask the same \
 model the same query twice.
 As soon as the information answers the question, give the final answer inside <answer> ... </answer> \
-without explanation: {answer_style}, for example: <answer> {example} </answer>.
+without explanation: {answer_style}, taken from the information.
 Question: {question}
 """
 QUESTION_LABEL = "Question: "
@@ -47,12 +47,14 @@ POOL_MODEL_SYSTEM = (
     "reply with the answer alone, in as few words as possible (a name, a date, a place), not a sentence. "
     "For a calculation or a choice, reason in a few short steps, then end with a line 'Answer: <answer>'."
 )
-ANSWER_STYLES: dict[AnswerFormat, tuple[str, str]] = {
-    "span": ("the shortest answer, a few words", "Beijing"),
-    "number": ("the final number only", "42"),
-    "choice": ("the letter of the correct choice only", "B"),
+ANSWER_STYLES: dict[AnswerFormat, str] = {
+    "span": "the shortest answer, a few words",
+    "number": "the final number only",
+    "choice": "the letter of the correct choice only",
 }
-"""How the final answer is written, and an example, for each answer format the question asks for."""
+"""How the final answer is written for each answer format the question asks for. No example answer: a
+small router copies it (the paper's "<answer> Beijing </answer>" came back as the answer to unrelated
+questions)."""
 
 INFORMATION_BLOCK = "\n<information>{content}</information>\n"
 BUDGET_REFUSAL = (
@@ -84,12 +86,11 @@ def render_models(models: Sequence[ModelCard]) -> str:
 
 
 def router_user_prompt(question: str, models: Sequence[ModelCard]) -> str:
-    style, example = ANSWER_STYLES[answer_format(question)]
+    style = ANSWER_STYLES[answer_format(question)]
     return ROUTER_INSTRUCTIONS.format(
         names=", ".join(m.name for m in models),
         descriptions=render_models(models),
         answer_style=style,
-        example=example,
         example_query=" ".join(question.split())[:QUERY_MAX_CHARS],
         question=question.strip(),
     )
