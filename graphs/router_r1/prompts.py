@@ -21,7 +21,8 @@ ROUTER_SYSTEM = "You are a helpful assistant that answers questions by consultin
 
 ROUTER_INSTRUCTIONS = """Answer the given question. \
 Every time you receive new information, you must first conduct reasoning inside <think> ... </think>, \
-briefly, for example: <think> This asks for a fact; a strong model should answer. </think> \
+briefly, for example: <think> Maths and multiple choice need the strongest model; a simple fact may go to a \
+cheaper one. </think> \
 After reasoning, if you find you lack some knowledge, you can call a specialized LLM by writing a query \
 inside <search> LLM-Name: Your-Query </search>. The response is returned between <information> and \
 </information>. Weigh each model's ability against its price.
