@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import pickle
 import platform
 import sys
@@ -44,6 +45,8 @@ RECIPE = PROJECT_ROOT / "training" / "recipes" / "allocate_evidence_cpu.yaml"
 RESULTS = Path(__file__).parent / "results"
 CACHED = PROJECT_ROOT / "runs" / "recorded_routing_classical.pkl"
 """The classical stage's result, kept so that --reuse-classical rebuilds the report after LLM training."""
+EMBEDDERS = CACHED.with_name("recorded_routing_embedders.md")
+TIMING = CACHED.with_name("recorded_routing_timing.json")
 LAM = 0.05
 """λ of the LLM routers' training reward (the recipe's), where they are compared with the classical ones."""
 TARGETS = [("blend", "price", 0.40), ("knn-emb", "price", 0.20), ("knn-emb", "price", 0.30),
@@ -204,21 +207,24 @@ def main() -> None:
         llm_slice(result, queries, pool, embeddings, args.llm_limit, settings)
     llm_s = time.perf_counter() - started
     started = time.perf_counter()
-    embedder_lines = compare_embedders(split(queries)[0], pool, settings)
+    if args.reuse_classical:
+        embedder_lines = EMBEDDERS.read_text().splitlines()
+        measured = json.loads(TIMING.read_text())
+        classical_s, embed_s = measured["classical_s"], measured["embed_s"]
+    else:
+        embedder_lines = compare_embedders(split(queries)[0], pool, settings)
+        EMBEDDERS.write_text("\n".join(embedder_lines))
     embed_s = time.perf_counter() - started
     title = f"Routing on recorded outcomes of {len(pool.models)} LLMs"
     written = run.write(result, RESULTS, title)
     views = result.views()
-    calibrated = [label for label in result.curves if "@" in label]
     text = written[0].read_text()
     text += "\n".join(
         [
-            "## Calibration: target vs achieved on the test queries",
+            "λ of the calibrated routers (`name@target`) is chosen by 3-fold cross-validation on each "
+            "router's own train data (in-mix: the train split; leave-one-task-out: the 13 other tasks of "
+            "each fold), then applied to the held-out queries.",
             "",
-            "λ chosen by 3-fold cross-validation on each router's own train data (in-mix: the train split; "
-            "leave-one-task-out: the 13 other tasks of each fold), then applied to the held-out queries.",
-            "",
-            *report.calibration_table(views, calibrated),
             "## Embedders on the train split",
             "",
             *embedder_lines,
@@ -231,18 +237,18 @@ def main() -> None:
             f"Python {platform.python_version()} · {platform.machine()}, 2 CPU cores shared with other jobs "
             "(load average 5-10 while this ran), no GPU · "
             + (", ".join(f"training {k} {v / 60:.0f} min" for k, v in train_s.items()) or "training reused")
-            + " · classical leaderboards "
-            + (
-                f"{classical_s / 60:.0f} min"
-                if not args.reuse_classical
-                else f"reused from runs/{CACHED.name}"
-            )
-            + f" · LLM slice {llm_s / 60:.0f} min · embedder comparison {embed_s / 60:.1f} min.",
+            + f" · classical leaderboards {classical_s / 60:.0f} min, embedder comparison "
+            + f"{embed_s / 60:.1f} min"
+            + (f" (both reused from runs/{CACHED.name})" if args.reuse_classical else "")
+            + f" · LLM slice {llm_s / 60:.0f} min"
+            + ".",
             "",
         ]
     )
     written[0].write_text(text)
     embeddings.close()
+    if not args.reuse_classical:
+        TIMING.write_text(json.dumps({"classical_s": classical_s, "embed_s": embed_s}))
     print("wrote", ", ".join(str(p) for p in written))
 
 

@@ -134,19 +134,30 @@ def side_by_side(views: Sequence[View], labels: Sequence[str]) -> list[str]:
 
 
 def calibration_table(views: Sequence[View], labels: Sequence[str]) -> list[str]:
-    """Calibrated routers: target price vs the price they reached on each view's test queries."""
-    lines = ["| router (target) | " + " | ".join(f"{v.name}: $/1M (vs target), score" for v in views) + " |"]
+    """Calibrated routers: their target (price, or share of calls to the top price tier) vs what they
+    reached on each view's test queries, and their score."""
+    lines = [
+        "| router (target) | " + " | ".join(f"{v.name}: reached (vs target), score" for v in views) + " |"
+    ]
     lines.append("|---|" + "---|" * len(views))
     for label in labels:
-        target = float(label.rsplit("$", 1)[1]) if "$" in label else None
         cells = []
         for view in views:
             pts = view.curves.get(label)
             if not pts:
                 cells.append("—")
                 continue
-            got = view.price(pts[0])
+            top = max(max(p.query_prices) for ps in view.curves.values() for p in ps)
+            point = pts[0]
+            if "$" in label:
+                target, got = float(label.rsplit("$", 1)[1]), view.price(point)
+                shown = f"${got:.3f}"
+            else:
+                target = float(label.rsplit("@", 1)[1].split("%")[0]) / 100
+                strong = (np.asarray(point.query_prices) >= top - 1e-12).astype(float)
+                got = float(np.average(strong, weights=view.weights))
+                shown = f"{100 * got:.0f}% strong"
             off = f" ({100 * (got / target - 1):+.0f}%)" if target else ""
-            cells.append(f"${got:.3f}{off}, {view.score(pts[0]):.3f}")
+            cells.append(f"{shown}{off}, {view.score(point):.3f} at ${view.price(point):.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return [*lines, ""]

@@ -176,6 +176,10 @@ def write(result: BenchResult, out: Path, title: str) -> list[Path]:
         text += "\n".join(report.side_by_side(views, labels))
         for view in views:
             text += "\n" + "\n".join(report.view_table(view))
+    calibrated = [label for label in result.curves if "@" in label]
+    if calibrated:
+        text += "\n## Calibrated routers: target vs reached on the test queries\n\n"
+        text += "\n".join(report.calibration_table(views, calibrated))
     table = out / "recorded_routing.md"
     table.write_text(text)
     written = [table, *leaderboard.plot(result.curves, out, title)]

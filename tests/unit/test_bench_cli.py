@@ -122,6 +122,10 @@ def test_calibrate_writes_a_config_that_the_bench_loads(tmp_path: Path, rows: tu
         "--out", str(tmp_path / "res"),
     )  # fmt: skip
     assert result.exit_code == 0, out
-    assert "| knn-emb@$0.3 |" in (tmp_path / "res" / "recorded_routing.md").read_text()
+    report = (tmp_path / "res" / "recorded_routing.md").read_text()
+    assert "| knn-emb@$0.3 |" in report
+    assert re.search(
+        r"target vs reached on the test queries\n\n.*\n.*\n\| knn-emb@\$0\.3 \| \$0\.\d+ \(", report
+    )
     result, out = invoke("calibrate", "--router", "knn-emb", "--train", str(train), "--out", str(config))
     assert result.exit_code == 2 and "exactly one" in out
