@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.bench import leaderboard, report, run
+from app.bench import intervals, leaderboard, report, run
 from app.bench.calibrate import out_of_fold
 from app.bench.data import load_queries, price, split, stratified
 from app.bench.embeddings import Embeddings
@@ -47,6 +47,7 @@ CACHED = PROJECT_ROOT / "runs" / "recorded_routing_classical.pkl"
 """The classical stage's result, kept so that --reuse-classical rebuilds the report after LLM training."""
 EMBEDDERS = CACHED.with_name("recorded_routing_embedders.md")
 TIMING = CACHED.with_name("recorded_routing_timing.json")
+LLM_POINTS = CACHED.with_name("recorded_routing_llm.pkl")
 LAM = 0.05
 """λ of the LLM routers' training reward (the recipe's), where they are compared with the classical ones."""
 TARGETS = [("blend", "price", 0.40), ("knn-emb", "price", 0.20), ("knn-emb", "price", 0.30),
@@ -69,25 +70,32 @@ def train(workdir: Path, evidence: bool) -> float:
 
 def compare_embedders(train_queries: list, pool: run.Pool, settings: Settings) -> list[str]:
     """k-NN on each embedder, 5-fold out-of-fold on 1,400 train queries (100 per task): score at λ = 0 and
-    at the λ whose price is nearest $0.40, plus the time to encode them (the cache is bypassed)."""
+    at the λ whose price is nearest $0.40, plus the time to encode them (the cache is bypassed). SmolLM2
+    through llama.cpp is timed on 56 queries only: on this shared CPU it encoded ~0.1 queries/s, so the
+    1,400 would take hours (a first attempt was stopped after 143 in 20 minutes)."""
     sample = stratified(train_queries, 1400)
     prices = np.array([price(m) for m in pool.models])
     scores = np.array([[q.scores[m.served_id] for m in pool.models] for q in sample])
     lines = [
-        "| embedder | encode s / 1k queries | k-NN score at λ=0 | k-NN score at ≈$0.40 |",
-        "|---|---:|---:|---:|",
+        "| embedder | queries encoded | encode s / 1k queries | k-NN score at λ=0 | k-NN score at ≈$0.40 |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for name in ("minilm", "smollm2", "hashing"):
+    for name, size in (("minilm", len(sample)), ("hashing", len(sample)), ("smollm2", 56)):
         fresh = Embeddings(name, None, settings)  # no cache: the time is the encoder's
+        part = stratified(sample, size)
         started = time.perf_counter()
-        fresh([q.question for q in sample])
-        per_k = 1000 * (time.perf_counter() - started) / len(sample)
+        fresh([q.question for q in part])
+        per_k = 1000 * (time.perf_counter() - started) / len(part)
+        if size < len(sample):
+            fresh.close()
+            lines.append(f"| {name} | {size} | {per_k:.0f} | — | — |")
+            continue
         predicted = out_of_fold(partial(make, "knn-emb", fresh), sample, pool.models, 5, 0)
         fresh.close()
         rows = np.arange(len(sample))
         at = {lam: scores[rows, pick(predicted, prices, lam)].mean() for lam in np.linspace(0, 1, 101)}
         near = min(at, key=lambda lam: abs(prices[pick(predicted, prices, lam)].mean() - 0.40))
-        lines.append(f"| {name} | {per_k:.1f} | {at[0.0]:.3f} | {at[near]:.3f} (λ={near:.2f}) |")
+        lines.append(f"| {name} | {size} | {per_k:.1f} | {at[0.0]:.3f} | {at[near]:.3f} (λ={near:.2f}) |")
     return lines
 
 
@@ -113,23 +121,24 @@ def targets(views: list[report.View], subset: dict, lam: float) -> list[str]:
                 f"[{top.diff.low:+.3f}, {top.diff.high:+.3f}] → beats the best single model: {verdict}; "
                 f"{100 * (top.to_oracle or 0):.0f}% of the way to the oracle (target ≥ 40% in-mix)."
             )
-    if "llm-evidence" in subset and "llm-plain" in subset:
-        from app.bench import intervals
-
-        ev, plain = subset["llm-evidence"][0], subset["llm-plain"][0]
+    classical = [(label, pts) for label, pts in subset.items() if label in CLASSICAL and label != "oracle"]
+    near = [min(pts, key=lambda p: abs(p.knob - lam)) for _, pts in classical]
+    top_classical = max(
+        (p for p in near if not p.label.startswith("single")), key=lambda p: p.score, default=None
+    )
+    for suffix, stage in (("", "after GRPO"), ("-sft", "after the SFT warm start")):
+        if f"llm-evidence{suffix}" not in subset or f"llm-plain{suffix}" not in subset or not top_classical:
+            lines.append(f"- LLM routers {stage}: not both evaluated (see the LLM slice above).")
+            continue
+        ev, plain = subset[f"llm-evidence{suffix}"][0], subset[f"llm-plain{suffix}"][0]
         diff = intervals.paired(ev.query_scores, plain.query_scores)
-        classical = [
-            (label, pts) for label, pts in subset.items() if label in CLASSICAL and label != "oracle"
-        ]
-        near = [min(pts, key=lambda p: abs(p.knob - lam)) for _, pts in classical]
-        best = max((p for p in near if not p.label.startswith("single")), key=lambda p: p.score)
-        gap = intervals.paired(ev.query_scores, best.query_scores)
+        gap = intervals.paired(ev.query_scores, top_classical.query_scores)
+        verdict = "beats it" if diff.above_zero else ("worse" if diff.high < 0 else "no difference shown")
         lines += [
-            f"- Evidence-fed LLM router {ev.score:.3f} at ${ev.price:.3f} vs the same router without "
-            f"evidence {plain.score:.3f} at ${plain.price:.3f}: Δ {diff} → "
-            f"{'beats it' if diff.above_zero else 'does not beat it (interval includes 0)'}.",
-            f"- Against the best classical router at λ={lam:g} on the slice ({best.label}, {best.score:.3f} "
-            f"at ${best.price:.3f}): Δ {gap} → "
+            f"- {stage}: evidence-fed LLM router {ev.score:.3f} at ${ev.price:.3f} vs the same router "
+            f"without evidence {plain.score:.3f} at ${plain.price:.3f}: Δ {diff} → {verdict}; against the "
+            f"best classical router at λ={lam:g} on the slice ({top_classical.label}, "
+            f"{top_classical.score:.3f} at ${top_classical.price:.3f}): Δ {gap} → "
             f"{'within its interval' if gap.low <= 0 <= gap.high else 'outside it'}.",
         ]
     return lines
@@ -149,7 +158,7 @@ def classical(queries: list, pool: run.Pool, embeddings: Embeddings) -> run.Benc
 
 
 def llm_slice(result: run.BenchResult, queries: list, pool: run.Pool, embeddings: Embeddings, limit: int,
-              settings: Settings) -> None:  # fmt: skip
+              settings: Settings, stages: tuple[str, ...] = ("sft", "grpo")) -> None:  # fmt: skip
     """The trained LLM routers (without and with evidence) on a stratified dev slice; every classical
     router's picks on the same slice are read off its dev run (they route each query the same way)."""
     train_queries, dev = split(queries)
@@ -157,20 +166,37 @@ def llm_slice(result: run.BenchResult, queries: list, pool: run.Pool, embeddings
     ids = [q.id for q in head]
     result.subset = {label: [p.restrict(ids) for p in pts] for label, pts in result.curves.items()}
     runs = PROJECT_ROOT / "runs"
-    gguf = Path("grpo") / "final" / "router.gguf"
-    plain = LLMRouter.trained(pool, str(runs / "allocate_plain" / gguf), "llm-plain")
-    extras = run.Extras(embeddings=embeddings, evidence_gguf=str(runs / "allocate_evidence" / gguf))
-    evidence = run.build(["llm-evidence"], pool, extras)[0]
-    assert isinstance(evidence, LLMRouter)
-    llms = [plain, evidence]
+    # Each router after its warm start (SFT) and after GRPO, so the stages compare as well as the prompts.
+    llms: list[tuple[LLMRouter, Path]] = []
+    for stage, suffix in (("sft", "-sft"), ("grpo", "")):
+        if stage not in stages:
+            continue
+        plain_gguf = runs / "allocate_plain" / stage / "final" / "router.gguf"
+        evidence_gguf = runs / "allocate_evidence" / stage / "final" / "router.gguf"
+        plain = LLMRouter.trained(pool, str(plain_gguf), f"llm-plain{suffix}")
+        extras = run.Extras(embeddings=embeddings, evidence_gguf=str(evidence_gguf))
+        evidence = run.build(["llm-evidence"], pool, extras)[0]
+        assert isinstance(evidence, LLMRouter)
+        evidence._label = f"llm-evidence{suffix}"
+        llms += [(plain, plain_gguf), (evidence, evidence_gguf)]
+    stored = pickle.loads(LLM_POINTS.read_bytes()) if LLM_POINTS.is_file() else {}
     servers = LocalServers(settings)
     try:
-        for router in llms:
-            servers.start_for(router.pool)
-            router.fit(train_queries, pool.models)
-            router.prepare(head)
-            result.subset[router.label] = [asyncio.run(leaderboard.evaluate(router, head, pool))]
-            result.malformed[router.label] = router.malformed + router.failed
+        for router, weights in llms:
+            # A router's slice is kept per (label, weights file and its time, slice): --reuse redoes nothing.
+            if not weights.is_file():
+                print(f"skipping {router.label}: {weights} is not trained yet", flush=True)
+                continue
+            key = f"{router.label}|{weights}|{weights.stat().st_mtime}|{limit}"
+            if key not in stored:
+                servers.start_for(router.pool)
+                router.fit(train_queries, pool.models)
+                router.prepare(head)
+                point = asyncio.run(leaderboard.evaluate(router, head, pool))
+                stored[key] = (point, router.malformed + router.failed)
+                LLM_POINTS.write_bytes(pickle.dumps(stored))
+            result.subset[router.label] = [stored[key][0]]
+            result.malformed[router.label] = stored[key][1]
     finally:
         servers.stop_all()
     result.n_subset = len(head)
@@ -180,8 +206,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reuse", action="store_true", help="reuse the trained routers in runs/")
     parser.add_argument("--reuse-classical", action="store_true", help="reuse runs/" + CACHED.name)
-    parser.add_argument("--llm-limit", type=int, default=70, help="dev queries for the LLM routers")
+    parser.add_argument("--llm-limit", type=int, default=28, help="dev queries for the LLM routers")
     parser.add_argument("--no-llm", action="store_true", help="classical routers only (no training)")
+    parser.add_argument(
+        "--llm-stages", default="sft,grpo", help="checkpoints of the LLM routers to evaluate: sft, grpo"
+    )
     args = parser.parse_args()
     settings = Settings()
     runs = PROJECT_ROOT / "runs"
@@ -204,7 +233,8 @@ def main() -> None:
     classical_s = time.perf_counter() - started
     started = time.perf_counter()
     if not args.no_llm:
-        llm_slice(result, queries, pool, embeddings, args.llm_limit, settings)
+        stages = tuple(x.strip() for x in args.llm_stages.split(",") if x.strip())
+        llm_slice(result, queries, pool, embeddings, args.llm_limit, settings, stages)
     llm_s = time.perf_counter() - started
     started = time.perf_counter()
     if args.reuse_classical:
