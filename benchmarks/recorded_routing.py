@@ -244,13 +244,14 @@ def main() -> None:
     else:
         embedder_lines = compare_embedders(split(queries)[0], pool, settings)
         EMBEDDERS.write_text("\n".join(embedder_lines))
-    embed_s = time.perf_counter() - started
+        embed_s = time.perf_counter() - started
     title = f"Routing on recorded outcomes of {len(pool.models)} LLMs"
     written = run.write(result, RESULTS, title)
     views = result.views()
     text = written[0].read_text()
     text += "\n".join(
         [
+            "",
             "λ of the calibrated routers (`name@target`) is chosen by 3-fold cross-validation on each "
             "router's own train data (in-mix: the train split; leave-one-task-out: the 13 other tasks of "
             "each fold), then applied to the held-out queries.",
