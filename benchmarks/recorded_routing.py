@@ -47,7 +47,8 @@ CACHED = PROJECT_ROOT / "runs" / "recorded_routing_classical.pkl"
 """The classical stage's result, kept so that --reuse-classical rebuilds the report after LLM training."""
 EMBEDDERS = CACHED.with_name("recorded_routing_embedders.md")
 TIMING = CACHED.with_name("recorded_routing_timing.json")
-LLM_POINTS = CACHED.with_name("recorded_routing_llm.pkl")
+LLM_POINTS = CACHED.with_name("recorded_routing_llm_v2.pkl")
+LLM_TIMEOUT_S = 900.0
 LAM = 0.05
 """λ of the LLM routers' training reward (the recipe's), where they are compared with the classical ones."""
 TARGETS = [("blend", "price", 0.40), ("knn-emb", "price", 0.20), ("knn-emb", "price", 0.30),
@@ -164,6 +165,9 @@ def llm_slice(result: run.BenchResult, queries: list, pool: run.Pool, embeddings
     train_queries, dev = split(queries)
     head = stratified(dev, limit)
     ids = [q.id for q in head]
+    # A loaded shared CPU takes over a minute per router call: wait rather than count a time-out (which
+    # falls back to the cheapest model) as the router's choice.
+    pool.timeout_s = LLM_TIMEOUT_S
     result.subset = {label: [p.restrict(ids) for p in pts] for label, pts in result.curves.items()}
     runs = PROJECT_ROOT / "runs"
     # Each router after its warm start (SFT) and after GRPO, so the stages compare as well as the prompts.
@@ -193,10 +197,10 @@ def llm_slice(result: run.BenchResult, queries: list, pool: run.Pool, embeddings
                 router.fit(train_queries, pool.models)
                 router.prepare(head)
                 point = asyncio.run(leaderboard.evaluate(router, head, pool))
-                stored[key] = (point, router.malformed + router.failed)
+                stored[key] = (point, router.malformed, router.failed)
                 LLM_POINTS.write_bytes(pickle.dumps(stored))
             result.subset[router.label] = [stored[key][0]]
-            result.malformed[router.label] = stored[key][1]
+            result.malformed[router.label] = stored[key][1] + stored[key][2]  # either fell back
     finally:
         servers.stop_all()
     result.n_subset = len(head)
@@ -206,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reuse", action="store_true", help="reuse the trained routers in runs/")
     parser.add_argument("--reuse-classical", action="store_true", help="reuse runs/" + CACHED.name)
-    parser.add_argument("--llm-limit", type=int, default=28, help="dev queries for the LLM routers")
+    parser.add_argument("--llm-limit", type=int, default=14, help="dev queries for the LLM routers")
     parser.add_argument("--no-llm", action="store_true", help="classical routers only (no training)")
     parser.add_argument(
         "--llm-stages", default="sft,grpo", help="checkpoints of the LLM routers to evaluate: sft, grpo"
