@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         default="em", description="Router-R1 reward's outcome metric: exact match (em) or token F1 (f1)."
     )
     request_timeout_s: float = Field(default=60.0, gt=0, description="Per-call timeout for any endpoint.")
+    cache_dir: Path = Field(
+        default=DEFAULT_DATA_DIR / "cache",
+        description="Derived data kept between runs (query embeddings keyed by text hash).",
+    )
     local_threads: int = Field(default=2, ge=1, description="CPU threads for each embedded llama.cpp server.")
     # Four slots of 4,096 tokens: one per subtask of an R2-Reasoner wave (r2_max_subtasks), which llama.cpp
     # then decodes as one batch (benchmarks/results/r2_parallel.md: 1.35x over sequential, 1.09x with 2).

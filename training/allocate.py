@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from app.bench.data import Query, load_queries, price, router_question, score_of, split, stratified
+from app.bench.embeddings import Embeddings
+from app.bench.evidence import Evidence
+from app.config import Settings
 from app.pool import ModelEntry, Pool
 from training.common import Recipe, TrainingSession, load_recipe, resolve_path
 from training.data import router_prompt
@@ -78,6 +81,15 @@ class AllocateRecipe(Recipe):
     train_last_layers: int = 12
     """Only the last N transformer blocks learn (0: all): backpropagation stops there, which is what makes
     ~1,100-token prompts trainable on a CPU."""
+    evidence: bool = False
+    """Show the router evidence: the recorded scores of the ``evidence_k`` most similar train queries per
+    model, ranked by value at λ (:mod:`app.bench.evidence`); the warm start then targets the top-ranked
+    model instead of the task prior."""
+    evidence_k: int = 25
+    encoder: str = "minilm"
+    """Query embeddings the evidence's neighbours are found with (app.bench.embeddings)."""
+    cache_dir: str | None = None
+    """Embedding cache folder (default: the ``cache_dir`` setting)."""
 
 
 # -- rows -----------------------------------------------------------------------------------------------
@@ -103,19 +115,30 @@ def task_prior(train: Sequence[Query], models: Sequence[ModelEntry], lam: float)
 
 
 def sft_rows(
-    train: Sequence[Query], models: Sequence[ModelEntry], lam: float, limit: int, seed: int = 0
+    train: Sequence[Query],
+    models: Sequence[ModelEntry],
+    lam: float,
+    limit: int,
+    seed: int = 0,
+    evidence: Evidence | None = None,
 ) -> list[dict[str, Any]]:
-    """Warm-start rows, round-robin over tasks so that every task is taught."""
+    """Warm-start rows, round-robin over tasks so that every task is taught.
+
+    Target: the task prior's model; with ``evidence``, the prompt carries it and the target is its
+    best-value model (what a router reading the evidence should pick)."""
     prior = task_prior(train, models, lam)
     shuffled = list(train)
     random.Random(seed).shuffle(shuffled)
+    picked = stratified(shuffled, limit)
+    texts = evidence.texts(picked) if evidence else {q.id: router_question(q) for q in picked}
+    targets = evidence.top_choice(picked) if evidence else {q.id: prior[q.task].name for q in picked}
     rows = []
-    for query in stratified(shuffled, limit):
-        chosen = prior[query.task].name
+    for query in picked:
+        chosen = targets[query.id]
         kind = TASK_KINDS.get(query.task, "a question")
         rows.append(
             {
-                "prompt": router_prompt(router_question(query), models),
+                "prompt": router_prompt(texts[query.id], models),
                 "completion": [
                     {"role": "assistant", "content": route_completion(f"This is {kind}.", chosen)}
                 ],
@@ -125,21 +148,37 @@ def sft_rows(
 
 
 def grpo_rows(
-    queries: Sequence[Query], models: Sequence[ModelEntry], limit: int | None, seed: int = 0
+    queries: Sequence[Query],
+    models: Sequence[ModelEntry],
+    limit: int | None,
+    seed: int = 0,
+    evidence: Evidence | None = None,
 ) -> list[dict[str, Any]]:
     """GRPO rows: the prompt plus what the reward reads (aligned names, recorded scores and prices)."""
     chosen = list(queries)
     random.Random(seed).shuffle(chosen)
+    chosen = chosen[:limit]
+    texts = evidence.texts(chosen) if evidence else {q.id: router_question(q) for q in chosen}
     return [
         {
-            "prompt": router_prompt(router_question(q), models),
+            "prompt": router_prompt(texts[q.id], models),
             "models": [m.name for m in models],
             "scores": [score_of(q, m) for m in models],
             "prices": [price(m) for m in models],
             "task": q.task,
         }
-        for q in chosen[:limit]
+        for q in chosen
     ]
+
+
+def evidence_for(
+    recipe: AllocateRecipe, train: Sequence[Query], models: Sequence[ModelEntry]
+) -> Evidence | None:
+    """The evidence a recipe with ``evidence: true`` shows, fitted on the train split; else None."""
+    if not recipe.evidence:
+        return None
+    cache = Path(recipe.cache_dir) if recipe.cache_dir else Settings().cache_dir
+    return Evidence(Embeddings(recipe.encoder, cache), recipe.evidence_k, recipe.lam).fit(train, models)
 
 
 def train_queries(recipe: AllocateRecipe, pool: Pool) -> list[Query]:
@@ -162,8 +201,10 @@ def _dataset(rows: list[dict[str, Any]]) -> Any:
 def build_sft_trainer(recipe: AllocateRecipe, session: TrainingSession, train: Sequence[Query]) -> Any:
     from trl import SFTConfig, SFTTrainer
 
+    models = session.pool.models
+    evidence = evidence_for(recipe, train, models)
     session.dataset = _dataset(
-        sft_rows(train, session.pool.models, recipe.lam, recipe.sft_examples, recipe.seed)
+        sft_rows(train, models, recipe.lam, recipe.sft_examples, recipe.seed, evidence)
     )
     return SFTTrainer(
         model=session.load_model(recipe.train_last_layers),
@@ -182,7 +223,9 @@ def build_grpo_trainer(recipe: AllocateRecipe, session: TrainingSession, train: 
 
     from training.rewards import AllocationFormatReward, AllocationReward
 
-    session.dataset = _dataset(grpo_rows(train, session.pool.models, recipe.limit, recipe.seed))
+    models = session.pool.models
+    evidence = evidence_for(recipe, train, models)
+    session.dataset = _dataset(grpo_rows(train, models, recipe.limit, recipe.seed, evidence))
     rewards: list[Any] = [AllocationReward(recipe.lam), AllocationFormatReward()]
     config = GRPOConfig(
         **recipe.trainer_args(),

@@ -6,7 +6,7 @@ import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.pool import ModelEntry
@@ -19,6 +19,10 @@ ROUTER_QUESTION_CHARS = 400
 share it."""
 
 
+class DataError(ValueError):
+    """An outcome file that cannot be read as queries with scores: names the file and line."""
+
+
 @dataclass(frozen=True)
 class Query:
     """One recorded query: its text, task and every candidate's score (keyed by served model id)."""
@@ -27,20 +31,55 @@ class Query:
     task: str
     question: str
     scores: dict[str, float]
+    line: int = field(default=0, compare=False)
+    """Line of the outcome file it came from (for error messages)."""
 
 
 def load_queries(path: str | Path) -> list[Query]:
-    text = Path(path).read_text()
-    rows = [json.loads(line) for line in text.split("\n") if line.strip()]  # U+2028 occurs in questions
-    return [
-        Query(
-            id=str(r["id"]),
-            task=str(r.get("task", "all")),
-            question=str(r["question"]),
-            scores={str(k): float(v) for k, v in r["scores"].items()},
-        )
-        for r in rows
-    ]
+    """Queries from an outcome JSONL file (id, task, question, scores); ``DataError`` names file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: outcome file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the outcome file ({exc})") from None
+    queries: list[Query] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 occurs in questions
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            query = Query(
+                id=str(r["id"]),
+                task=str(r.get("task", "all")),
+                question=str(r["question"]),
+                scores={str(k): float(v) for k, v in r["scores"].items()},
+                line=number,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(
+                f"{path}:{number}: expected a JSON object with id, question and scores "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        if not query.question.strip() or not query.scores:
+            raise DataError(f"{path}:{number}: empty question or no scores")
+        if query.id in seen:
+            raise DataError(f"{path}:{number}: id {query.id!r} repeats line {seen[query.id]}")
+        seen[query.id] = number
+        queries.append(query)
+    if not queries:
+        raise DataError(f"{path}: no queries in the outcome file")
+    return queries
+
+
+def require_scores(queries: Sequence[Query], models: Sequence[ModelEntry], path: str | Path) -> None:
+    """Every query must score every candidate: else a ``DataError`` naming the first line that does not."""
+    for query in queries:
+        missing = [m.served_id for m in models if m.served_id not in query.scores]
+        if missing:
+            raise DataError(f"{path}:{query.line}: no score for {', '.join(missing)}")
 
 
 def split(

@@ -28,6 +28,58 @@ class Point:
     calls: dict[str, int]
     by_task: dict[str, tuple[float, float, int]] = field(default_factory=dict)
     """task → (mean score, mean price, queries)."""
+    ids: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    query_scores: tuple[float, ...] = ()
+    query_prices: tuple[float, ...] = ()
+    """Per query, in order: what the bootstrap intervals and the shifted views resample and re-weight."""
+    chosen: tuple[str, ...] = ()
+    query_costs: tuple[float, ...] = ()
+
+    def restrict(self, ids: Sequence[str]) -> Point:
+        """The same picks on a subset of its queries (``ids``, in that order): no routing again."""
+        where = {qid: i for i, qid in enumerate(self.ids)}
+        rows = [where[qid] for qid in ids]
+        return from_queries(
+            self.label, self.knob, [self.ids[i] for i in rows], [self.tasks[i] for i in rows],
+            [self.query_scores[i] for i in rows], [self.query_prices[i] for i in rows],
+            [self.chosen[i] for i in rows], [self.query_costs[i] for i in rows],
+        )  # fmt: skip
+
+
+def from_queries(
+    label: str,
+    knob: float,
+    ids: Sequence[str],
+    tasks: Sequence[str],
+    scores: Sequence[float],
+    prices: Sequence[float],
+    chosen: Sequence[str],
+    costs: Sequence[float],
+) -> Point:
+    """A point from per-query records (means, call counts and the per-task table derived from them)."""
+    n = max(1, len(ids))
+    by_task: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for task, score, cost in zip(tasks, scores, prices, strict=True):
+        by_task[task].append((score, cost))
+    return Point(
+        label=label,
+        knob=knob,
+        score=sum(scores) / n,
+        price=sum(prices) / n,
+        usd_per_1k=1000 * sum(costs) / n,
+        calls=dict(Counter(chosen).most_common()),
+        by_task={
+            t: (sum(s for s, _ in v) / len(v), sum(p for _, p in v) / len(v), len(v))
+            for t, v in sorted(by_task.items())
+        },
+        ids=tuple(ids),
+        tasks=tuple(tasks),
+        query_scores=tuple(scores),
+        query_prices=tuple(prices),
+        chosen=tuple(chosen),
+        query_costs=tuple(costs),
+    )
 
 
 async def evaluate(router: Router, queries: Sequence[Query], pool: Pool) -> Point:
@@ -36,35 +88,24 @@ async def evaluate(router: Router, queries: Sequence[Query], pool: Pool) -> Poin
     scores: list[float] = []
     prices: list[float] = []
     costs: list[float] = []
-    calls: Counter[str] = Counter()
-    tasks: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    chosen: list[str] = []
     for query in queries:
         name = await router.achoose(query, candidates)
         entry = pool.get(name)
         result = await pool.ask(entry.name, query.question)
-        score = result.score if result.score is not None else 0.0
-        scores.append(score)
+        scores.append(result.score if result.score is not None else 0.0)
         prices.append(price(entry))
         costs.append(result.cost)
-        calls[entry.name] += 1
-        tasks[query.task].append((score, price(entry)))
-    n = max(1, len(queries))
-    return Point(
-        label=router.label,
-        knob=router.knob,
-        score=sum(scores) / n,
-        price=sum(prices) / n,
-        usd_per_1k=1000 * sum(costs) / n,
-        calls=dict(calls.most_common()),
-        by_task={
-            t: (sum(s for s, _ in v) / len(v), sum(p for _, p in v) / len(v), len(v))
-            for t, v in sorted(tasks.items())
-        },
-    )
+        chosen.append(entry.name)
+    return from_queries(
+        router.label, router.knob, [q.id for q in queries], [q.task for q in queries],
+        scores, prices, chosen, costs,
+    )  # fmt: skip
 
 
 async def sweep(router: Router, queries: Sequence[Query], pool: Pool) -> list[Point]:
     points = []
+    router.prepare(queries)
     for knob in router.knobs:
         router.knob = knob
         points.append(await evaluate(router, queries, pool))

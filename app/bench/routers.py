@@ -27,18 +27,25 @@ class Router(ABC):
     """Choose one candidate's name for a query."""
 
     name: ClassVar[str] = "router"
-    knobs: ClassVar[tuple[float, ...]] = (0.0,)
-    """Values of ``knob`` the leaderboard sweeps; one value means a single operating point."""
+    knobs: tuple[float, ...] = (0.0,)
+    """Values of ``knob`` the leaderboard sweeps; one value means a single operating point (a calibrated
+    router sets it on the instance)."""
+
+    label_override: str | None = None
+    """A label for one configured instance (a calibrated router), instead of the registry name."""
 
     def __init__(self) -> None:
         self.knob = self.knobs[0]
 
     @property
     def label(self) -> str:
-        return self.name
+        return self.label_override or self.name
 
     def fit(self, train: Sequence[Query], candidates: Sequence[ModelEntry]) -> None:  # noqa: B027
         """Learn from training queries; most routers need nothing."""
+
+    def prepare(self, queries: Sequence[Query]) -> None:  # noqa: B027
+        """Batch work before these queries are routed one by one (embeddings, predictions); optional."""
 
     @abstractmethod
     def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str: ...
@@ -140,6 +147,10 @@ class _Learned(Router):
             found = self._cache[question] = self._predict(self._vectorizer.transform([question]))[0]
         return found
 
+    def predict(self, queries: Sequence[Query]) -> np.ndarray:
+        """(queries × fitted candidates) predicted scores, for calibration."""
+        return np.stack([self.predicted(q.question) for q in queries])
+
     def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
         by_name = dict(zip(self._names, self.predicted(query.question), strict=True))
         top = max(price(m) for m in candidates) or 1.0
@@ -217,11 +228,15 @@ class LLMRouter(Router):
         router._label = label
         return router
 
+    def question_text(self, query: Query) -> str:
+        """What the router is shown as the question (a subclass adds evidence under it)."""
+        return router_question(query)
+
     def choose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
         return asyncio.run(self.achoose(query, candidates))
 
     async def achoose(self, query: Query, candidates: Sequence[ModelEntry]) -> str:
-        messages = prompts.router_messages(router_question(query), candidates)
+        messages = prompts.router_messages(self.question_text(query), candidates)
         only_route = rules.StepRules(allow_route=True, allow_answer=False)
         grammar = rules.step_grammar([m.name for m in candidates], rules=only_route)
         try:

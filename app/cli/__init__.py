@@ -17,6 +17,7 @@ app.command()(models.prepare)
 app.add_typer(train.train_app, name="train")
 app.add_typer(evaluate.eval_app, name="eval")
 app.add_typer(bench.bench_app, name="bench")
+app.command()(bench.calibrate)
 
 
 def main() -> None:

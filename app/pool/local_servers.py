@@ -90,11 +90,12 @@ def _spawner() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="routegraph-spawner")
 
 
-def llamacpp_command(gguf: Path, port: int, settings: Settings) -> list[str]:
+def llamacpp_command(gguf: Path, port: int, settings: Settings, embedding: bool = False) -> list[str]:
+    """The child command serving ``gguf``; ``embedding`` serves mean-pooled ``/v1/embeddings`` instead."""
     return [
         sys.executable, "-m", "app.pool.local_servers", "--gguf", str(gguf), "--port", str(port),
         "--threads", str(settings.local_threads), "--ctx", str(settings.local_ctx),
-        "--parallel", str(settings.local_parallel),
+        "--parallel", str(settings.local_parallel), *(["--embedding"] if embedding else []),
     ]  # fmt: skip
 
 
@@ -231,6 +232,7 @@ def _serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--embedding", action="store_true", help="serve /v1/embeddings (mean pooling)")
     args = parser.parse_args(argv)
 
     import xllamacpp
@@ -245,6 +247,10 @@ def _serve(argv: list[str] | None = None) -> None:
     params.hostnames = ["127.0.0.1"]
     params.port = args.port
     params.warmup = False
+    if args.embedding:
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        params.n_batch = params.n_ubatch = 2048  # a pooled text must fit in one physical batch
     server = xllamacpp.Server(params)  # returns once listening; stops when the last reference goes
     stop = False
 

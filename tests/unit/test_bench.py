@@ -10,6 +10,7 @@ import pytest
 
 from app.bench import leaderboard, run
 from app.bench.data import Query, load_queries, price, score_of, split
+from app.bench.embeddings import Embeddings
 from app.bench.routers import LLMRouter
 from app.pool import EndpointError, ModelEntry, Pool, PoolError, load_pool
 from tests.fakes import make_fake_pool
@@ -95,7 +96,8 @@ def _scripted_route(messages: list) -> str:
 def test_every_router_runs_on_a_slice(pool: Pool, queries: list[Query]) -> None:
     train, dev = split(queries)
     head = dev[:50]
-    routers = run.build(run.parse_routers("all"), pool)
+    # Hashed n-grams stand in for MiniLM here: the same routers, no model to load (MiniLM: test_embeddings).
+    routers = run.build(run.parse_routers("all"), pool, run.Extras(embeddings=Embeddings("hashing")))
     # The zero-shot LLM router takes any Pool: here a scripted router model over the recorded candidates.
     scripted = make_fake_pool({"Fake-Router": [_scripted_route] * 50 + ["no action"] * 50})
     routed = Pool(scripted.router, pool.models, client_factory=scripted.client_factory)
