@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.bench import intervals, leaderboard, report, run
+from app.bench import leaderboard, report, run
 from app.bench.calibrate import out_of_fold
 from app.bench.data import load_queries, price, split, stratified
 from app.bench.embeddings import Embeddings
@@ -36,6 +36,7 @@ from app.bench.predictors import pick
 from app.bench.registry import CLASSICAL, make
 from app.bench.routers import LLMRouter
 from app.config import PROJECT_ROOT, Settings
+from app.evaluation import intervals
 from app.pool.local_servers import LocalServers
 from training import allocate
 

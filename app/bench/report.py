@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.bench import intervals
 from app.bench.leaderboard import Point
+from app.evaluation import intervals
 
 PRICE_SHARE = 0.5
 """The issue's operating point: at most half the best single model's price."""

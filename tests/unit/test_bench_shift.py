@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.bench import intervals, run, shift
+from app.bench import run, shift
 from app.bench.calibrate import Calibrated, achieved, calibrate, load_router_config, solve_knob
 from app.bench.data import Query, load_queries, price, split, stratified
 from app.bench.embeddings import Embeddings
 from app.bench.leaderboard import sweep
 from app.bench.predictors import pick
 from app.bench.registry import EMBEDDED
+from app.evaluation import intervals
 from app.pool import ModelEntry, Pool, load_pool
 
 ROOT = Path(__file__).resolve().parents[2]

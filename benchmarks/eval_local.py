@@ -1,0 +1,186 @@
+"""The embedded default pool, evaluated: every method on the shipped dev samples, and issue 17's targets.
+
+    python benchmarks/eval_local.py            # evaluate (resumable), then write the report
+    python benchmarks/eval_local.py --tune     # the tuning slices only: single models, for the descriptors
+
+Methods: each single model, cheapest, largest, random, prompt-router, Router-R1, R2-Reasoner and the oracle,
+through `routegraph eval`'s harness (app.evaluation), on disjoint slices of the samples in data/: items
+0..30 of each file are the *tuning* slice (the pool's example performance is measured there, and the
+router prompt was tried there), the *evaluation* slice follows (100 NQ-open, 100 HotpotQA, 50 GSM8K,
+50 CommonsenseQA). Results: benchmarks/results/eval_local/*.jsonl (one record per method and item),
+benchmarks/results/eval_local.md (tables, Pareto plot, targets with paired bootstrap intervals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sqlite3
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))  # run as a script from a checkout
+
+from app.config import load_settings  # noqa: E402
+from app.evaluation import baselines, intervals, runner  # noqa: E402
+from app.evaluation.data import load_dataset  # noqa: E402
+from app.evaluation.report import write_report  # noqa: E402
+from app.service import RouteGraphService  # noqa: E402
+
+RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+OUT = RESULTS / "eval_local"
+TUNE = 30
+"""Items 0..TUNE of every sample are the tuning slice; evaluation starts after them."""
+EVAL = {"nq": 100, "hotpotqa": 100, "gsm8k": 50, "csqa": 50}
+DIFFER = ("gsm8k", "csqa")
+"""The tasks where the pool's models differ (NQ / HotpotQA: every model near 0 EM)."""
+
+
+def slices(tune: bool) -> list[tuple[str, int, int]]:
+    """(dataset, skip, limit) of the run."""
+    return [(name, 0, TUNE) if tune else (name, TUNE, size) for name, size in EVAL.items()]
+
+
+async def evaluate(service: RouteGraphService, out: Path, tune: bool, concurrency: int) -> None:
+    methods = ["single"] if tune else ["all"]
+    for name, skip, limit in slices(tune):
+        dataset = load_dataset(name, limit=limit, skip=skip)
+        expanded = baselines.expand_methods(",".join(methods), service.pool)
+        started = time.perf_counter()
+        await runner.run_eval(service, dataset, expanded, out, concurrency=concurrency)
+        print(f"{name}[{skip}:{skip + limit}] done in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def records(out: Path) -> dict[str, dict[tuple[str, str], dict[str, Any]]]:
+    """method → (dataset, id) → its record."""
+    found: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    for path in sorted(out.glob("*.jsonl")):
+        for key, record in runner.read_records(path).items():
+            found.setdefault(record["method"], {})[key] = record
+    return found
+
+
+def repeated_route_calls(database: Path, run_ids: list[int]) -> int:
+    """Route calls a run made twice (same model, same query up to case and spacing): should be none."""
+    if not database.exists() or not run_ids:
+        return 0
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            f"SELECT run_id, model, sub_query FROM hops WHERE node = 'route' AND error IS NULL "
+            f"AND run_id IN ({','.join('?' * len(run_ids))})",
+            run_ids,
+        ).fetchall()
+    calls = Counter((run, model, " ".join((query or "").lower().split())) for run, model, query in rows)
+    return sum(count - 1 for count in calls.values() if count > 1)
+
+
+def compare(
+    by_method: dict[str, dict[tuple[str, str], dict[str, Any]]], method: str, datasets: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """``method`` against the strongest single model (``largest``) on the items both answered."""
+    ours, strongest = by_method.get(method, {}), by_method.get("largest", {})
+    keys = sorted(k for k in ours if k in strongest and k[0] in datasets)
+    if not keys:
+        return None
+    accuracy = intervals.paired([ours[k]["correct"] for k in keys], [strongest[k]["correct"] for k in keys])
+    cost = sum(ours[k]["cost"] for k in keys)
+    pool_cost = sum(ours[k].get("pool_cost", ours[k]["cost"]) for k in keys)
+    strongest_cost = sum(strongest[k]["cost"] for k in keys) or 1e-12
+    strongest_acc = sum(strongest[k]["correct"] for k in keys) / len(keys)
+    own_acc = sum(ours[k]["correct"] for k in keys) / len(keys)
+    return {
+        "n": len(keys),
+        "accuracy": own_acc,
+        "strongest": strongest_acc,
+        "share": own_acc / strongest_acc if strongest_acc else float("nan"),
+        "difference": accuracy,
+        "cost_ratio": cost / strongest_cost,
+        "pool_cost_ratio": pool_cost / strongest_cost,
+        "max_turns": sum(str(ours[k].get("ended_by")).startswith("max turns") for k in keys) / len(keys),
+        "run_ids": [ours[k]["run_id"] for k in keys if ours[k].get("run_id")],
+    }
+
+
+def targets(out: Path, database: Path) -> str:
+    by_method = records(out)
+    lines = ["", "## Issue 17's targets", ""]
+    lines += [
+        "Against the strongest single model (`largest` = Qwen-1.5B) on the same items; accuracy differences "
+        "with paired bootstrap 95% intervals (1,000 resamples of the items). Cost ratio: the method's USD over "
+        "the strongest model's; *pool* leaves out the router's own tokens, as Router-R1's cost does.",
+        "",
+        "| Method | Items | Accuracy | Strongest | Share | Difference [95% CI] | Cost ratio | Pool cost ratio "
+        "| Ended by max turns |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for method in ("router-r1", "r2-reasoner", "prompt-router", "oracle"):
+        for label, datasets in (("GSM8K + CSQA", DIFFER), ("all four", tuple(EVAL)), ("GSM8K", ("gsm8k",))):
+            result = compare(by_method, method, datasets)
+            if result is None:
+                continue
+            lines.append(
+                f"| {method} · {label} | {result['n']} | {result['accuracy']:.3f} | {result['strongest']:.3f} "
+                f"| {result['share']:.0%} | {result['difference']} | {result['cost_ratio']:.2f} "
+                f"| {result['pool_cost_ratio']:.2f} | {result['max_turns']:.1%} |"
+            )
+    r1 = compare(by_method, "router-r1", tuple(EVAL))
+    if r1 is not None:
+        lines += [
+            "",
+            f"Repeated route calls executed by Router-R1 runs: {repeated_route_calls(database, r1['run_ids'])}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def intro(started: str, wall_s: float | None) -> str:
+    sizes = ", ".join(f"{size} {name}" for name, size in EVAL.items())
+    timing = f" · evaluation wall time {wall_s / 60:.0f} min" if wall_s else ""
+    return (
+        f"Embedded default pool (`pools/local.yaml`: Qwen2.5-Coder-0.5B routes; SmolLM2-135M, Qwen-0.5B and "
+        f"Qwen-1.5B answer; prices notional, in proportion to size). Evaluation slices: {sizes} "
+        f"(items {TUNE} onwards of each sample in `data/`; items 0..{TUNE} are the tuning slice where the "
+        "descriptors' example performance was measured and the router prompt tried). Settings: the "
+        "defaults (Router-R1 max 4 route calls, grammar-constrained router, replies up to 512 tokens). "
+        f"`python benchmarks/eval_local.py` · {started} · Python {platform.python_version()} · "
+        f"{platform.machine()} CPU (2 cores), no GPU{timing}.\n\n`cheapest`, `largest` and `random` reuse "
+        "the `single:<model>` answer to the same item; `oracle` is computed from the `single:*` records."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tune", action="store_true", help="Single models on the tuning slices only.")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="Write the report from stored results.")
+    args = parser.parse_args()
+    out = args.out or (OUT.with_name("eval_local_tune") if args.tune else OUT)
+    database = PROJECT_ROOT / "runs" / f"{out.name}.db"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d")
+    wall: float | None = None
+    if not args.report_only:
+        settings = load_settings(database_url=f"sqlite:///{database}", request_timeout_s=900)
+        clock = time.perf_counter()
+        with RouteGraphService.create(settings) as service:
+            asyncio.run(evaluate(service, out, args.tune, args.concurrency))
+        wall = time.perf_counter() - clock
+    target = out.with_suffix(".md") if out.parent == RESULTS else out / "report.md"
+    write_report(out, target, title="Evaluation on the embedded default pool", intro=intro(started, wall))
+    if not args.tune:
+        with target.open("a") as handle:
+            handle.write(targets(out, database))
+    print(f"wrote {target}")
+    print(json.dumps({"wall_s": wall}))
+
+
+if __name__ == "__main__":
+    main()
