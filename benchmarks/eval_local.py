@@ -111,12 +111,13 @@ def targets(out: Path, database: Path) -> str:
     by_method = records(out)
     lines = ["", "## Issue 17's targets", ""]
     lines += [
-        "Against the strongest single model (`largest` = Qwen-1.5B) on the same items; accuracy differences "
-        "with paired bootstrap 95% intervals (1,000 resamples of the items). Cost ratio: the method's USD over "
-        "the strongest model's; *pool* leaves out the router's own tokens, as Router-R1's cost does.",
+        "Against the strongest single model (`largest` = Qwen-1.5B) on the same items; accuracy "
+        "differences with paired bootstrap 95% intervals (1,000 resamples of the items). Cost ratio: the "
+        "method's USD over the strongest model's; *pool* leaves out the router's own tokens, as Router-R1's "
+        "cost does.",
         "",
-        "| Method | Items | Accuracy | Strongest | Share | Difference [95% CI] | Cost ratio | Pool cost ratio "
-        "| Ended by max turns |",
+        "| Method | Items | Accuracy | Strongest | Share | Difference [95% CI] | Cost ratio "
+        "| Pool cost ratio | Ended by max turns |",
         "|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for method in ("router-r1", "r2-reasoner", "prompt-router", "oracle"):
@@ -125,16 +126,15 @@ def targets(out: Path, database: Path) -> str:
             if result is None:
                 continue
             lines.append(
-                f"| {method} · {label} | {result['n']} | {result['accuracy']:.3f} | {result['strongest']:.3f} "
-                f"| {result['share']:.0%} | {result['difference']} | {result['cost_ratio']:.2f} "
+                f"| {method} · {label} | {result['n']} | {result['accuracy']:.3f} "
+                f"| {result['strongest']:.3f} | {result['share']:.0%} | {result['difference']} "
+                f"| {result['cost_ratio']:.2f} "
                 f"| {result['pool_cost_ratio']:.2f} | {result['max_turns']:.1%} |"
             )
     r1 = compare(by_method, "router-r1", tuple(EVAL))
     if r1 is not None:
-        lines += [
-            "",
-            f"Repeated route calls executed by Router-R1 runs: {repeated_route_calls(database, r1['run_ids'])}.",
-        ]
+        repeats = repeated_route_calls(database, r1["run_ids"])
+        lines += ["", f"Repeated route calls executed by Router-R1 runs: {repeats}."]
     return "\n".join(lines) + "\n"
 
 
