@@ -1,11 +1,12 @@
 """The embedded default pool, evaluated: every method on the shipped dev samples, and issue 17's targets.
 
     python benchmarks/eval_local.py            # evaluate (resumable), then write the report
+    python benchmarks/eval_local.py --methods single   # the single models first (what the oracle needs)
     python benchmarks/eval_local.py --tune     # the tuning slices only: single models, for the descriptors
 
 Methods: each single model, cheapest, largest, random, prompt-router, Router-R1, R2-Reasoner and the oracle,
 through `routegraph eval`'s harness (app.evaluation), on disjoint slices of the samples in data/: items
-0..30 of each file are the *tuning* slice (the pool's example performance is measured there, and the
+0..20 of each file are the *tuning* slice (the pool's example performance is measured there, and the
 router prompt was tried there), the *evaluation* slice follows (100 NQ-open, 100 HotpotQA, 50 GSM8K,
 50 CommonsenseQA). Results: benchmarks/results/eval_local/*.jsonl (one record per method and item),
 benchmarks/results/eval_local.md (tables, Pareto plot, targets with paired bootstrap intervals).
@@ -35,7 +36,7 @@ from app.service import RouteGraphService  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 OUT = RESULTS / "eval_local"
-TUNE = 30
+TUNE = 20
 """Items 0..TUNE of every sample are the tuning slice; evaluation starts after them."""
 EVAL = {"nq": 100, "hotpotqa": 100, "gsm8k": 50, "csqa": 50}
 DIFFER = ("gsm8k", "csqa")
@@ -47,11 +48,10 @@ def slices(tune: bool) -> list[tuple[str, int, int]]:
     return [(name, 0, TUNE) if tune else (name, TUNE, size) for name, size in EVAL.items()]
 
 
-async def evaluate(service: RouteGraphService, out: Path, tune: bool, concurrency: int) -> None:
-    methods = ["single"] if tune else ["all"]
+async def evaluate(service: RouteGraphService, out: Path, tune: bool, methods: str, concurrency: int) -> None:
     for name, skip, limit in slices(tune):
         dataset = load_dataset(name, limit=limit, skip=skip)
-        expanded = baselines.expand_methods(",".join(methods), service.pool)
+        expanded = baselines.expand_methods("single" if tune else methods, service.pool)
         started = time.perf_counter()
         await runner.run_eval(service, dataset, expanded, out, concurrency=concurrency)
         print(f"{name}[{skip}:{skip + limit}] done in {time.perf_counter() - started:.0f} s", flush=True)
@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="Single models on the tuning slices only.")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--methods", default="all", help="As `routegraph eval --graph` (default all).")
     parser.add_argument("--report-only", action="store_true", help="Write the report from stored results.")
     args = parser.parse_args()
     out = args.out or (OUT.with_name("eval_local_tune") if args.tune else OUT)
@@ -171,7 +172,7 @@ def main() -> None:
         settings = load_settings(database_url=f"sqlite:///{database}", request_timeout_s=900)
         clock = time.perf_counter()
         with RouteGraphService.create(settings) as service:
-            asyncio.run(evaluate(service, out, args.tune, args.concurrency))
+            asyncio.run(evaluate(service, out, args.tune, args.methods, args.concurrency))
         wall = time.perf_counter() - clock
     target = out.with_suffix(".md") if out.parent == RESULTS else out / "report.md"
     write_report(out, target, title="Evaluation on the embedded default pool", intro=intro(started, wall))
