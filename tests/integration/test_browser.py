@@ -128,7 +128,9 @@ def test_ask_page_in_chromium(streamlit_url: str) -> None:
             try:
                 expect(summary).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
                 expect(reference).to_be_visible(timeout=30_000)  # the run's last lines
-                expect(main.get_by_text("Answer:")).to_contain_text("Paris")
+                # "Answer:" is bold; the answer follows it in the same paragraph.
+                answer = main.locator("p").filter(has_text=re.compile(r"^Answer:"))
+                expect(answer).to_contain_text("Paris")
                 expect(main.get_by_test_id("stMetric").first).to_be_visible()  # cost, hops, time, models
                 expect(page.get_by_role("img", name="Running...")).to_be_hidden(timeout=30_000)
             finally:
@@ -146,6 +148,6 @@ def test_ask_page_in_chromium(streamlit_url: str) -> None:
             headers = hops.all_inner_texts()
             assert any(name in text for text in headers for name in names), headers
             assert all(re.search(r"\$\d+\.\d{6}", text) for text in headers), headers
-            assert main.get_by_text("Answer:").count() == 1
+            assert answer.count() == 1
         finally:
             browser.close()

@@ -121,7 +121,7 @@ def test_router_r1_run_in_a_thread_returns_the_answer_and_hops(server: tuple[str
     for hop in hops:
         assert hop["input_tokens"] > 0 and hop["output_tokens"] > 0
         assert hop["cost"] == pytest.approx(
-            pool.cost(hop["model"], hop["input_tokens"], hop["output_tokens"])
+            pool.get(hop["model"]).cost(hop["input_tokens"], hop["output_tokens"])
         )
     assert client.runs.list(thread["thread_id"])[0]["status"] == "success"
     assert not store.exists()  # LangGraph Server keeps the record; routegraph's trace store is untouched
