@@ -39,17 +39,22 @@ OUT = RESULTS / "eval_local"
 TUNE = 20
 """Items 0..TUNE of every sample are the tuning slice; evaluation starts after them."""
 EVAL = {"nq": 100, "hotpotqa": 100, "gsm8k": 50, "csqa": 50}
+REPLY_CAP = 256
+"""Tokens per pool reply: a GSM8K solution in a few steps takes 50-150; the 0.5B model otherwise rambles to
+the 512 default on some items, minutes each on a 2-core CPU."""
 DIFFER = ("gsm8k", "csqa")
 """The tasks where the pool's models differ (NQ / HotpotQA: every model near 0 EM)."""
 
 
-def slices(tune: bool) -> list[tuple[str, int, int]]:
-    """(dataset, skip, limit) of the run."""
-    return [(name, 0, TUNE) if tune else (name, TUNE, size) for name, size in EVAL.items()]
+def slices(tune: bool, datasets: list[str]) -> list[tuple[str, int, int]]:
+    """(dataset, skip, limit) of the run, in the order given."""
+    return [(name, 0, TUNE) if tune else (name, TUNE, EVAL[name]) for name in datasets]
 
 
-async def evaluate(service: RouteGraphService, out: Path, tune: bool, methods: str, concurrency: int) -> None:
-    for name, skip, limit in slices(tune):
+async def evaluate(
+    service: RouteGraphService, out: Path, tune: bool, methods: str, concurrency: int, datasets: list[str]
+) -> None:
+    for name, skip, limit in slices(tune, datasets):
         dataset = load_dataset(name, limit=limit, skip=skip)
         expanded = baselines.expand_methods("single" if tune else methods, service.pool)
         started = time.perf_counter()
@@ -146,7 +151,8 @@ def intro(started: str, wall_s: float | None) -> str:
         f"Qwen-1.5B answer; prices notional, in proportion to size). Evaluation slices: {sizes} "
         f"(items {TUNE} onwards of each sample in `data/`; items 0..{TUNE} are the tuning slice where the "
         "descriptors' example performance was measured and the router prompt tried). Settings: the "
-        "defaults (Router-R1 max 4 route calls, grammar-constrained router, replies up to 512 tokens). "
+        "defaults (Router-R1 max 4 route calls, grammar-constrained router) but pool replies up to "
+        f"{REPLY_CAP} tokens. "
         f"`python benchmarks/eval_local.py` · {started} · Python {platform.python_version()} · "
         f"{platform.machine()} CPU (2 cores), no GPU{timing}.\n\n`cheapest`, `largest` and `random` reuse "
         "the `single:<model>` answer to the same item; `oracle` is computed from the `single:*` records."
@@ -161,18 +167,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--methods", default="all", help="As `routegraph eval --graph` (default all).")
+    parser.add_argument(
+        "--datasets",
+        default=",".join(EVAL),
+        help="Comma-separated, run in this order (default: all four; the report covers what is stored).",
+    )
     parser.add_argument("--report-only", action="store_true", help="Write the report from stored results.")
     args = parser.parse_args()
+    datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
+    if unknown := sorted(set(datasets) - set(EVAL)):
+        parser.error(f"unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(EVAL)}")
     out = args.out or (OUT.with_name("eval_local_tune") if args.tune else OUT)
     database = PROJECT_ROOT / "runs" / f"{out.name}.db"
     database.parent.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d")
     wall: float | None = None
     if not args.report_only:
-        settings = load_settings(database_url=f"sqlite:///{database}", request_timeout_s=900)
+        settings = load_settings(
+            database_url=f"sqlite:///{database}", request_timeout_s=900, response_max_tokens=REPLY_CAP
+        )
         clock = time.perf_counter()
         with RouteGraphService.create(settings) as service:
-            asyncio.run(evaluate(service, out, args.tune, args.methods, args.concurrency))
+            asyncio.run(evaluate(service, out, args.tune, args.methods, args.concurrency, datasets))
         wall = time.perf_counter() - clock
     target = out.with_suffix(".md") if out.parent == RESULTS else out / "report.md"
     write_report(out, target, title="Evaluation on the embedded default pool", intro=intro(started, wall))

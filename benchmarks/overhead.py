@@ -41,7 +41,7 @@ def _median_ms(samples: list[float]) -> float:
 
 
 async def _raw_and_pool(service: RouteGraphService) -> tuple[list[float], list[float]]:
-    entry = service.pool.get("SmolLM2-135M-Instruct")
+    entry = service.pool.cheapest()
     raw = ChatOpenAI(
         base_url=service.pool.base_url(entry), api_key="x", model=entry.served_id, max_tokens=16,
         temperature=0.0, max_retries=0,
@@ -92,11 +92,16 @@ def main() -> None:
             # reported on its own, not as per-hop overhead.
             first_overhead, _, first_hops = _run_overhead(service, WARM_UP)
             runs = [_run_overhead(service, question) for question in QUESTIONS]
+            pool = service.pool
     per_hop_overheads = [overhead / hops for overhead, _, hops in runs]
     shares = [overhead / model_time for overhead, model_time, _ in runs]
     hop_counts = [hops for _, _, hops in runs]
 
     raw_ms, pool_ms = _median_ms(raw_times), _median_ms(pool_times)
+    pool_line = (
+        f"`{settings.pool_file.name}`: {pool.router.name} routes {', '.join(pool.names)} (llama.cpp); "
+        f"the raw and `Pool.ask` calls go to {pool.cheapest().name}"
+    )
     overhead_ms = _median_ms(per_hop_overheads)
     pooled_ms = sum(overhead for overhead, _, _ in runs) / sum(hop_counts) * 1000
     share = statistics.median(shares)
@@ -105,7 +110,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/overhead.py` · {time.strftime('%Y-%m-%d')}"
         f" · Python {sys.version.split()[0]} · 2-core CPU",
-        "· SmolLM2-135M router; SmolLM2-135M and Gemma-3-270M pool (llama.cpp)",
+        f"· {pool_line}",
         "",
         "| measure | value |",
         "| --- | --- |",

@@ -40,7 +40,10 @@ class EvalItem:
             options = "\n".join(f"{letter}. {text}" for letter, text in self.choices.items())
             return f"{self.question}\n{options}\nAnswer with the letter of the correct choice."
         if self.task == "math":
-            return f"{self.question}\nGive the final answer as a number."
+            return (
+                f"{self.question}\nWork it out in a few short steps, then end with a line "
+                "'Answer: <number>'."
+            )
         return self.question
 
 

@@ -123,6 +123,15 @@ def test_dataset_tasks_prompts_and_metrics(sample: Path) -> None:
     assert runner.score(dataset.items[0], "city0")["em"] == 1.0
 
 
+def test_a_math_item_asks_for_steps_and_an_answer_line(sample: Path) -> None:
+    """Small models answer a bare 'give the number' with a guess (Qwen-1.5B: 0/20 GSM8K tuning items);
+    a few steps and an ``Answer:`` line is what they get right, and what the answer is read from."""
+    item = data.load_dataset(str(sample)).items[6]
+    assert item.task == "math" and "Answer: <number>" in item.prompt
+    reply = "She earns 12/60 = 0.2 a minute.\n0.2 x 50 = 10.\nAnswer: 10"
+    assert baselines.stated_answer(item, reply) == "10"
+
+
 def test_every_method_runs_and_the_oracle_bounds_the_single_models(
     service: RouteGraphService, sample: Path, tmp_path: Path
 ) -> None:
