@@ -33,7 +33,7 @@ def traces_list(
     config: ConfigOpt = None,
 ) -> None:
     """The most recent runs."""
-    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+    with open_service(settings_for(config), start_servers=False, quiet=True, read_only=True) as service:
         runs = service.list_runs(limit=limit, graph=graph, status=status)
     table = Table(title="runs")
     for column in ("id", "when", "graph", "status", "cost $", "tokens", "question", "answer"):
@@ -55,7 +55,7 @@ def traces_list(
 @traces_app.command("show")
 def traces_show(run_id: int, config: ConfigOpt = None) -> None:
     """One run with all its hops and texts."""
-    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+    with open_service(settings_for(config), start_servers=False, quiet=True, read_only=True) as service:
         run = service.get_run(run_id)
     if run is None:
         raise fail(f"no run with id {run_id}")
@@ -218,7 +218,7 @@ def traces_size(
     config: ConfigOpt = None,
 ) -> None:
     """Rows per table and the database's size on disk."""
-    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+    with open_service(settings_for(config), start_servers=False, quiet=True, read_only=True) as service:
         report = service.size_report()
     if as_json:
         typer.echo(json.dumps(report))

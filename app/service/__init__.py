@@ -9,7 +9,7 @@ from app.service.registry import GRAPHS, QuestionError
 from app.service.resume import ResumeError
 from app.service.runs import RunResult
 from app.service.service import RouteGraphService
-from storage.engine import StoreError
+from storage.errors import StoreError
 
 __all__ = [
     "GRAPHS",
