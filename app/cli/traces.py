@@ -139,7 +139,7 @@ def _age(value: str) -> Any:
 
 @traces_app.command("export")
 def traces_export(
-    out: Annotated[Path, typer.Option("--out", help="File to write.")],
+    out: Annotated[Path, typer.Option("--out", help="File to write (never the trace store itself).")],
     kind: Annotated[str, typer.Option(help="grpo (prompt + answers) or sft (prompt + completion).")] = "grpo",
     since: Annotated[str | None, typer.Option(help="Only runs created on or after YYYY-MM-DD.")] = None,
     graph: Annotated[str | None, typer.Option(help="Only this graph's runs.")] = None,
@@ -147,22 +147,36 @@ def traces_export(
         bool, typer.Option("--labelled-only", help="Only runs with gold answers (SFT: answered right).")
     ] = False,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet.")] = "jsonl",
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     pool: PoolOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Stored runs as rows TRL's GRPOTrainer / SFTTrainer read (load with datasets.load_dataset)."""
+    """Stored runs as rows TRL's GRPOTrainer / SFTTrainer read (load with datasets.load_dataset).
+
+    The file is written whole or not at all (a temporary file renamed into place); an existing one is
+    replaced only with --force, and the trace store's own files never.
+    """
+    from app.service import store_files
     from training import data
+    from training.output import ExportError, check_target
 
     if kind not in ("grpo", "sft"):
         raise fail(f"--kind {kind!r}: choose grpo or sft", 2)
     if fmt not in data.FORMATS:
         raise fail(f"--format {fmt!r}: choose {' or '.join(data.FORMATS)}", 2)
-    with open_service(settings_for(config, pool_file=pool), start_servers=False, quiet=True) as service:
-        records = service.records(since=_day(since), graph=graph, labelled_only=labelled_only)
-        rows = data.rows_from_records(
-            records, service.models, "grpo" if kind == "grpo" else "sft", labelled_only=labelled_only
-        )
-    path = data.write(rows, out, fmt)
+    day = _day(since)
+    settings = settings_for(config, pool_file=pool)
+    protected = store_files(settings.database_url)
+    try:
+        check_target(out, force=force, protected=protected)  # before reading a single run
+        with open_service(settings, start_servers=False, quiet=True, read_only=True) as service:
+            records = service.records(since=day, graph=graph, labelled_only=labelled_only)
+            rows = data.rows_from_records(
+                records, service.models, "grpo" if kind == "grpo" else "sft", labelled_only=labelled_only
+            )
+        path = data.write(rows, out, fmt, force=force, protected=protected)
+    except ExportError as exc:
+        raise fail(str(exc)) from None
     console.print(f"wrote {len(rows)} {kind} rows to {escape(str(path))}")
 
 
