@@ -180,6 +180,10 @@ def traces_export(
     console.print(f"wrote {len(rows)} {kind} rows to {escape(str(path))}")
 
 
+SHOWN_REJECTIONS = 20
+"""Rejected lines listed one by one; beyond that a count (a binary file would reject every line)."""
+
+
 @traces_app.command("import-qa")
 def traces_import_qa(
     file: Annotated[Path, typer.Argument(help="JSONL of {question, answers: [...]} rows.")],
@@ -190,25 +194,38 @@ def traces_import_qa(
 
     A question some stored run asked gets the gold answers on every such run; a new question becomes a
     pending run (no answer yet) carrying them, a labelled GRPO prompt. Re-importing adds nothing.
+    Every line is checked first: the valid ones are imported, each rejected one is listed with its line
+    number and reason, and the exit code is 1 when any line was rejected (fix them and import the file
+    again: the rows already imported are not added twice).
     """
-    from app.evaluation.qa_file import DataError, read_qa_file
+    from app.evaluation.qa_file import DataError, scan_qa_file
+    from app.service import GRAPHS
 
+    if graph not in GRAPHS:
+        raise fail(f"--graph {graph!r}: choose one of {', '.join(GRAPHS)}", 2)
     try:
-        rows = [{"question": r.question, "answers": r.answers} for r in read_qa_file(file)]
+        scan = scan_qa_file(file)
     except DataError as exc:
         raise fail(str(exc)) from None
+    for problem in scan.rejected[:SHOWN_REJECTIONS]:
+        err_console.print(f"[red]rejected[/red] {escape(str(problem))}")
+    if len(scan.rejected) > SHOWN_REJECTIONS:
+        err_console.print(f"… and {len(scan.rejected) - SHOWN_REJECTIONS} more rejected lines")
+    counts = f"imported {len(scan.rows)}, rejected {len(scan.rejected)}"
+    if not scan.rows:
+        raise fail(f"{counts}: nothing was written" + ("" if scan.rejected else f" ({file} has no QA rows)"))
+    rows = [{"question": r.question, "answers": r.answers} for r in scan.rows]
     with open_service(settings_for(config), start_servers=False, quiet=True) as service:
-        try:
-            result = service.import_qa(rows, graph=graph)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
+        result = service.import_qa(rows, graph=graph)
         console.print(
-            f"{len(rows)} QA rows: {result.attached} attached to stored runs, {result.pending} pending "
+            f"{counts}: {result.attached} attached to stored runs, {result.pending} pending "
             f"questions, {result.unchanged} already imported"
         )
         scored = service.score_labelled()
     if scored:
         console.print(f"{scored} runs scored (Router-R1 rewards stored)")
+    if scan.rejected:
+        raise fail(f"{len(scan.rejected)} lines of {file} were rejected and not written (listed above)")
 
 
 @traces_app.command("prune")

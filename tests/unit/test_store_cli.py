@@ -236,6 +236,57 @@ def test_import_qa_reports_a_bad_line(factory: Factory, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "qa.jsonl:1" in result.output
 
 
+def test_import_qa_imports_the_valid_lines_and_names_each_rejected_one(
+    factory: Factory, tmp_path: Path
+) -> None:
+    qa = tmp_path / "qa.jsonl"
+    lines = [
+        b'{"question": "Q1?", "answers": ["a"]}',
+        b'{"question": "Q2?", "answers": "bcd"}',  # a bare string: rejected, never split into b, c, d
+        b'{"question": "", "answers": ["x"]}',
+        b"{not json",
+        b'{"question": "caf\xe9?", "answers": ["latin-1"]}',
+        b'{"question": "Q6?", "answers": ["f", "F"]}',
+    ]
+    qa.write_bytes(b"\n".join(lines) + b"\n")
+    before = qa.read_bytes()
+    result = invoke("traces", "import-qa", str(qa))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "imported 2, rejected 4" in result.output
+    for number, reason in [(2, "answers must be a list"), (3, "question is empty"), (4, "not JSON")]:
+        assert f"qa.jsonl:{number}: {reason}" in result.output
+    assert "qa.jsonl:5: not UTF-8" in result.output
+    stored = {r["question"]: r["answers"] for r in datasets.records(factory)}
+    assert stored == {"Q1?": ["a"], "Q6?": ["f", "F"]}
+    assert qa.read_bytes() == before
+
+
+def test_import_qa_without_a_valid_line_writes_nothing(factory: Factory, tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "Q2?", "answers": "bcd"}\n{"question": " ", "answers": ["x"]}\n')
+    result = invoke("traces", "import-qa", str(qa))
+    assert result.exit_code == 1, result.output
+    assert "imported 0, rejected 2" in result.output and "nothing was written" in result.output
+    assert "qa.jsonl:2: question is empty" in result.output
+    assert db.list_runs(factory) == []
+
+
+def test_import_qa_refuses_an_unknown_graph_before_reading(factory: Factory, tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "Q1?", "answers": ["a"]}\n')
+    result = invoke("traces", "import-qa", str(qa), "--graph", "nope")
+    assert result.exit_code == 2, result.output
+    assert "nope" in result.output and "router-r1, r2-reasoner" in result.output
+    assert db.list_runs(factory) == []
+
+
+def test_storing_qa_rows_never_splits_a_string_into_letters(factory: Factory) -> None:
+    with pytest.raises(ValueError, match="list of strings"):
+        datasets.import_qa(factory, [{"question": "Q2?", "answers": "bcd"}])
+    assert db.list_runs(factory) == []
+
+
 # -- prune and size ------------------------------------------------------------------------------------------
 def test_prune_keeps_labelled_runs_when_asked(factory: Factory) -> None:
     old_gold = finished(factory, "old gold", "a", days_old=200)
