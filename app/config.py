@@ -35,7 +35,8 @@ class ConfigError(ValueError):
 class Settings(BaseSettings):
     """Everything a routegraph process is configured with."""
 
-    model_config = SettingsConfigDict(env_prefix="ROUTEGRAPH_", extra="forbid")
+    # allow_inf_nan: a budget or timeout of inf / nan would pass gt=0 (or fail it with a puzzling message).
+    model_config = SettingsConfigDict(env_prefix="ROUTEGRAPH_", extra="forbid", allow_inf_nan=False)
 
     data_dir: Path = Field(
         default=DEFAULT_DATA_DIR,
@@ -152,11 +153,32 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        source = config_file or os.environ.get("ROUTEGRAPH_CONFIG") or "environment (ROUTEGRAPH_*)"
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings from {source}: {problems}") from exc
+        problems = []
+        for error in exc.errors():
+            field = ".".join(map(str, error["loc"])) or "settings"
+            name = str(error["loc"][0]) if error["loc"] else ""
+            source = _source_of(name, overrides, file_values, yaml_file)
+            problems.append(f"{field} ({source}): {error['msg']}")
+        raise ConfigError(f"invalid settings: {'; '.join(problems)}") from exc
     finally:
         _FILE_VALUES.reset(token)
+
+
+def _source_of(
+    field: str, overrides: dict[str, Any], file_values: dict[str, Any], yaml_file: str | Path | None
+) -> str:
+    """Where a field's value came from, in the sources' order of priority: an argument (a command's
+    option), a ROUTEGRAPH_* variable, the config file; else a check of several values together."""
+    if field in overrides:
+        return "command option"
+    variable = f"ROUTEGRAPH_{field.upper()}"
+    # pydantic-settings matches variable names case-insensitively.
+    named = next((name for name in os.environ if name.upper() == variable), None) if field else None
+    if named is not None:
+        return f"environment variable {named}"
+    if field in file_values:
+        return f"config file {yaml_file}"
+    return "these values together"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

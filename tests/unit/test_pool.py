@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,16 @@ BAD_POOLS: list[tuple[str, Any, list[str]]] = [
     ),
     ("bad-backend", _pool(models=[_entry("A", backend="ollama")]), ["models[0] (A).backend"]),
     ("bad-name", _pool(models=[_entry("has space")]), ["models[0] (has space).name"]),
+    # Not a number a budget can be compared with: YAML's .inf / .nan, or the strings.
+    ("infinite-latency", _pool(models=[_entry("A", latency_s=float("inf"))]), ["(A).latency_s", "finite"]),
+    ("nan-latency", _pool(models=[_entry("A", latency_s="nan")]), ["(A).latency_s", "finite"]),
+    ("nan-price", _pool(router=_entry("R", price_out=float("nan"))), ["router.price_out", "finite"]),
+    (
+        "infinite-price",
+        "router: {name: R, base_url: u, price_in: .inf, price_out: 0, descriptor: d}\n"
+        "models: [{name: A, base_url: u, price_in: 0, price_out: 0, descriptor: d}]\n",
+        ["router.price_in", "finite"],
+    ),
 ]
 
 
@@ -320,8 +331,48 @@ def test_invalid_env_value_is_a_config_error(
     clean_env: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     clean_env.setenv(f"ROUTEGRAPH_{variable}", value)
-    with pytest.raises(ConfigError, match=rf"environment \(ROUTEGRAPH_\*\): {variable.lower()}"):
+    with pytest.raises(
+        ConfigError, match=rf"{variable.lower()} \(environment variable ROUTEGRAPH_{variable}\)"
+    ):
         load_settings()
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+@pytest.mark.parametrize("variable", ["BUDGET_USD", "REQUEST_TIMEOUT_S", "REWARD_ALPHA"])
+def test_a_non_finite_number_is_refused(clean_env: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    clean_env.setenv(f"ROUTEGRAPH_{variable}", value)
+    with pytest.raises(ConfigError, match=rf"ROUTEGRAPH_{variable}.*finite"):
+        load_settings()
+
+
+def test_a_non_finite_number_in_the_config_file_is_refused(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "routegraph.yaml"
+    path.write_text("budget_usd: .inf\n")
+    with pytest.raises(ConfigError, match=rf"budget_usd \(config file {re.escape(str(path))}\).*finite"):
+        load_settings(config_file=path)
+
+
+def test_a_bad_variable_is_not_blamed_on_a_valid_config_file(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "routegraph.yaml"
+    path.write_text("budget_usd: 0.5\nmax_turns: 3\n")
+    clean_env.setenv("ROUTEGRAPH_MAX_TURNS", "abc")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=path)
+    message = str(caught.value)
+    assert "max_turns (environment variable ROUTEGRAPH_MAX_TURNS)" in message
+    assert str(path) not in message
+    # Both wrong: each problem names its own source.
+    path.write_text("budget_usd: -1\n")
+    clean_env.setenv("ROUTEGRAPH_CONFIG", str(path))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert f"budget_usd (config file {path})" in message
+    assert "max_turns (environment variable ROUTEGRAPH_MAX_TURNS)" in message
 
 
 def test_yaml_config_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
