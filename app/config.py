@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -30,6 +31,18 @@ _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("routegraph_config_
 
 class ConfigError(ValueError):
     """The settings file or environment holds a value routegraph cannot use."""
+
+
+YAML_FAILURES: tuple[type[Exception], ...] = (
+    yaml.YAMLError,
+    ValueError,
+    TypeError,
+    IndexError,
+    RecursionError,
+)
+"""What ``yaml.safe_load`` raises for text that is not valid YAML: its own errors, and those its
+constructors let through (``!!float`` with no value: IndexError; ``!!int x``: ValueError; ``[[[[…``
+nested thousands deep: RecursionError)."""
 
 
 class Settings(BaseSettings):
@@ -182,12 +195,11 @@ def _source_of(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except YAML_FAILURES as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
     return data

@@ -108,6 +108,10 @@ def _without(entry: dict[str, Any], key: str) -> dict[str, Any]:
 BAD_POOLS: list[tuple[str, Any, list[str]]] = [
     # (case id, file content (str written verbatim, anything else dumped as YAML), fragments of the message)
     ("invalid-yaml", "router: [unclosed\nmodels: {", ["not valid YAML"]),
+    # PyYAML's constructors raise IndexError / ValueError / RecursionError on these (found by fuzzing).
+    ("empty-float-tag", "router: !!float\n", ["not valid YAML"]),
+    ("bad-int-tag", "router: !!int x\n", ["not valid YAML"]),
+    ("too-deep", "[" * 5000, ["not valid YAML"]),
     ("not-a-mapping", "- just\n- a list\n", ["mapping", "router", "models"]),
     ("empty-file", "", ["mapping"]),
     ("missing-router", {"models": [_entry("A")]}, ["router", "Field required"]),
@@ -400,6 +404,8 @@ def test_env_var_beats_the_config_file(clean_env: pytest.MonkeyPatch, tmp_path: 
     [
         ("budget_usd: [unclosed\n", "is not valid YAML"),
         ("- a\n- list\n", "must hold a mapping"),
+        ("budget_usd: !!float\n", "is not valid YAML"),
+        ("budget_usd: !!timestamp 2020-99-99\n", "is not valid YAML"),
     ],
 )
 def test_corrupt_config_file_names_the_path(
