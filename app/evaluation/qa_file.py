@@ -123,6 +123,7 @@ def qa_row(obj: Any, where: str, default_id: int | str) -> QARow:
         raise RowError(where, f"question must be a string, not {_kind(question)}")
     if not question.strip():
         raise RowError(where, "question is empty")
+    _check_storable(question, "question", where)
     raw_id = obj.get("id")
     if raw_id is None:
         raw_id = default_id
@@ -171,7 +172,18 @@ def _answers(obj: dict[str, Any], where: str) -> list[str]:
     aliases = [str(a).strip() for a in raw if str(a).strip()]
     if not aliases:
         raise RowError(where, f"{key} is empty (at least one non-blank gold answer is needed)")
+    for alias in aliases:
+        _check_storable(alias, key, where)
     return aliases
+
+
+def _check_storable(text: str, field: str, where: str) -> None:
+    """JSON can spell an unpaired surrogate (``"\\ud800"``); UTF-8, and so every database, cannot store it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        character = f"\\u{ord(text[exc.start]):04x}"
+        raise RowError(where, f"{field} holds an unpaired surrogate ({character}): not text") from None
 
 
 def _scalar(value: Any) -> bool:

@@ -43,6 +43,9 @@ def write(tmp_path: Path, content: str | bytes, name: str = "qa.jsonl") -> Path:
         ('{"answers": ["a"]}\n', r"qa\.jsonl:1: missing question"),
         ('{"question": "  ", "answers": ["a"]}\n', r"qa\.jsonl:1: question is empty"),
         ('{"question": 7, "answers": ["a"]}\n', r"qa\.jsonl:1: question must be a string, not a number"),
+        # JSON can spell a lone surrogate; UTF-8, and so the trace store, cannot hold one (found by fuzzing).
+        ('{"question": "q\\ud800", "answers": ["a"]}\n', r"qa\.jsonl:1: question holds .*\\ud800"),
+        ('{"question": "q", "answers": ["\\udfff"]}\n', r"qa\.jsonl:1: answers holds .*\\udfff"),
         (OK + '\n{"question": "q2"}\n', r"qa\.jsonl:2: missing answers"),
         ('{"question": "q", "answers": null}\n', r"qa\.jsonl:1: missing answers"),
         ('{"question": "q", "answers": []}\n', r"qa\.jsonl:1: answers is empty"),
