@@ -10,7 +10,7 @@ from app.service.resume import ResumeError
 from app.service.runs import RunResult
 from app.service.service import RouteGraphService
 from storage.errors import StoreError
-from storage.urls import shown_url, store_files
+from storage.urls import store_files
 
 __all__ = [
     "GRAPHS",
@@ -20,6 +20,5 @@ __all__ = [
     "RunResult",
     "StoreError",
     "router_from_checkpoint",
-    "shown_url",
     "store_files",
 ]
