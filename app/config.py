@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -32,10 +33,23 @@ class ConfigError(ValueError):
     """The settings file or environment holds a value routegraph cannot use."""
 
 
+YAML_FAILURES: tuple[type[Exception], ...] = (
+    yaml.YAMLError,
+    ValueError,
+    TypeError,
+    IndexError,
+    RecursionError,
+)
+"""What ``yaml.safe_load`` raises for text that is not valid YAML: its own errors, and those its
+constructors let through (``!!float`` with no value: IndexError; ``!!int x``: ValueError; ``[[[[…``
+nested thousands deep: RecursionError)."""
+
+
 class Settings(BaseSettings):
     """Everything a routegraph process is configured with."""
 
-    model_config = SettingsConfigDict(env_prefix="ROUTEGRAPH_", extra="forbid")
+    # allow_inf_nan: a budget or timeout of inf / nan would pass gt=0 (or fail it with a puzzling message).
+    model_config = SettingsConfigDict(env_prefix="ROUTEGRAPH_", extra="forbid", allow_inf_nan=False)
 
     data_dir: Path = Field(
         default=DEFAULT_DATA_DIR,
@@ -152,20 +166,40 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        source = config_file or os.environ.get("ROUTEGRAPH_CONFIG") or "environment (ROUTEGRAPH_*)"
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings from {source}: {problems}") from exc
+        problems = []
+        for error in exc.errors():
+            field = ".".join(map(str, error["loc"])) or "settings"
+            name = str(error["loc"][0]) if error["loc"] else ""
+            source = _source_of(name, overrides, file_values, yaml_file)
+            problems.append(f"{field} ({source}): {error['msg']}")
+        raise ConfigError(f"invalid settings: {'; '.join(problems)}") from exc
     finally:
         _FILE_VALUES.reset(token)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+def _source_of(
+    field: str, overrides: dict[str, Any], file_values: dict[str, Any], yaml_file: str | Path | None
+) -> str:
+    """Where a field's value came from, in the sources' order of priority: an argument (a command's
+    option), a ROUTEGRAPH_* variable, the config file; else a check of several values together."""
+    if field in overrides:
+        return "command option"
+    variable = f"ROUTEGRAPH_{field.upper()}"
+    # pydantic-settings matches variable names case-insensitively.
+    named = next((name for name in os.environ if name.upper() == variable), None) if field else None
+    if named is not None:
+        return f"environment variable {named}"
+    if field in file_values:
+        return f"config file {yaml_file}"
+    return "these values together"
 
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except YAML_FAILURES as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
     return data

@@ -24,7 +24,9 @@ class ModelCard(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
     price_in: float = Field(ge=0, allow_inf_nan=False, description="USD per 1M input tokens.")
     price_out: float = Field(ge=0, allow_inf_nan=False, description="USD per 1M output tokens.")
-    latency_s: float = Field(default=1.0, ge=0, description="Typical latency of one answer, seconds.")
+    latency_s: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False, description="Typical latency of one answer, seconds."
+    )
     descriptor: str = Field(min_length=1)
     example_performance: str = ""
 

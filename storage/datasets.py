@@ -46,10 +46,7 @@ def import_qa(
     attached = pending = unchanged = 0
     with session_scope(factory) as session:
         for row in rows:
-            question = str(row["question"]).strip()
-            answers = [str(a).strip() for a in row["answers"] if str(a).strip()]
-            if not question or not answers:
-                raise ValueError(f"a QA row needs a question and at least one answer: {row!r}")
+            question, answers = _checked(row)
             runs = session.scalars(select(Run).where(func.trim(Run.question) == question)).all()
             if not runs:
                 run = Run(question=question, graph=graph, status="pending")
@@ -71,6 +68,19 @@ def import_qa(
                 session.add(_gold(run.id, answers))
                 attached += 1
     return ImportResult(attached=attached, pending=pending, unchanged=unchanged)
+
+
+def _checked(row: dict[str, Any]) -> tuple[str, list[str]]:
+    """The row's question and gold aliases, or a ValueError: the last check before gold labels are stored
+    (callers read files through ``app.evaluation.qa_file``, which names the line)."""
+    question, answers = row.get("question"), row.get("answers")
+    # A string is iterable: without this check "bcd" would become the aliases b, c and d.
+    if not isinstance(answers, list | tuple) or not all(isinstance(a, str) for a in answers):
+        raise ValueError(f"a QA row's answers must be a list of strings, not {answers!r}")
+    aliases = [a.strip() for a in answers if a.strip()]
+    if not isinstance(question, str) or not question.strip() or not aliases:
+        raise ValueError(f"a QA row needs a question and at least one answer: {row!r}")
+    return question.strip(), aliases
 
 
 def _gold(run_id: int, answers: list[str]) -> Feedback:

@@ -1,13 +1,13 @@
 """The trace store's functions in one namespace (``from storage import db``); each lives in the module of
 its job: :mod:`storage.engine` (opening, migrating, transactions), :mod:`storage.runs` (runs and hops),
-:mod:`storage.feedback` (judgements and rewards), :mod:`storage.training_runs`."""
+:mod:`storage.feedback` (judgements and rewards), :mod:`storage.training_runs`, :mod:`storage.urls`
+(database URLs, shown without their password) and :mod:`storage.probe` (read-only looks at a SQLite file
+before anything writes to it)."""
 
 from __future__ import annotations
 
 from storage.engine import (
     MIGRATIONS_DIR,
-    SQLITE_MAGIC,
-    StoreError,
     alembic_config,
     current_revision,
     downgrade_store,
@@ -21,6 +21,7 @@ from storage.engine import (
     write_connection,
     write_problem,
 )
+from storage.errors import StoreError
 from storage.feedback import (
     add_feedback,
     add_reward,
@@ -32,6 +33,7 @@ from storage.feedback import (
     recent_costs,
     rewards_for,
 )
+from storage.probe import SQLITE_MAGIC
 from storage.runs import (
     add_hop,
     checkpoint_thread_id,
@@ -50,8 +52,10 @@ from storage.training_runs import (
     get_training_run,
     log_training_step,
 )
+from storage.urls import ACCEPTED, shown_url, store_files
 
 __all__ = [
+    "ACCEPTED",
     "MIGRATIONS_DIR",
     "SQLITE_MAGIC",
     "StoreError",
@@ -87,6 +91,8 @@ __all__ = [
     "rewards_for",
     "session_factory",
     "session_scope",
+    "shown_url",
+    "store_files",
     "upgrade_store",
     "write_connection",
     "write_problem",

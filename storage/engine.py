@@ -15,6 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
+    URL,
     Connection,
     Engine,
     create_engine,
@@ -27,35 +28,54 @@ from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from storage import probe
+from storage.errors import StoreError
 from storage.models import Base
+from storage.urls import parse_url, sqlite_path, store_name
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 T = TypeVar("T")
 
 
-class StoreError(RuntimeError):
-    """The trace store cannot be opened or written; the message names the database."""
-
-
-def make_engine(url: str, *, upgrade: bool = True) -> Engine:
+def make_engine(url: str, *, upgrade: bool = True, read_only: bool = False) -> Engine:
     """An engine for ``url`` with its schema migrated to the newest revision.
 
-    SQLite gets WAL, a busy timeout, foreign keys and ``BEGIN IMMEDIATE`` for writes (``session_scope``),
-    so concurrent writers queue on the busy timeout instead of failing with "database is locked".
-    A database whose schema revision this code does not know (a newer routegraph migrated it) is refused.
-    ``upgrade=False`` leaves the schema as it is (tests and tools that migrate by hand).
+    Nothing is written to a SQLite file before it is known to be empty or routegraph's own: an existing
+    file is first read on a read-only connection, and another application's database, a damaged file or
+    one a newer routegraph migrated is refused as it was (:mod:`storage.probe`). Then SQLite gets WAL, a
+    busy timeout, foreign keys and ``BEGIN IMMEDIATE`` for writes (``session_scope``), so concurrent
+    writers queue on the busy timeout instead of failing with "database is locked".
+    ``read_only``: only reads will follow; a store already at the newest revision is opened read-only (no
+    WAL switch, no migration), so a file or directory this user cannot write can still be read.
+    ``upgrade=False`` takes the database as it is (tests and tools that migrate by hand).
+    An unusable URL is a StoreError naming it without its password.
     """
-    is_sqlite = url.startswith("sqlite")
-    if is_sqlite:
-        _check_sqlite_file(url)
-    if url in ("sqlite://", "sqlite:///:memory:"):
+    parsed = parse_url(url)
+    path = sqlite_path(parsed)
+    if path is None:  # in memory, or a database server
+        return _open(parsed, upgrade=upgrade)
+    state = probe.file_state(path)
+    revision = _revision_read_only(path) if state == "database" and upgrade else None
+    if read_only and state == "database" and upgrade and revision == head_revision():
+        return probe.read_only_engine(path)
+    explicit_uri = str(parsed.database).startswith("file:")  # the user chose its open mode (mode=ro)
+    if not explicit_uri and not probe.writable(path):
+        raise StoreError(_unwritable(path, state, revision))
+    if state == "missing":
+        probe.make_parent(path)
+    return _open(parsed if explicit_uri else parsed.set(database=str(path)), upgrade=upgrade)
+
+
+def _open(url: URL, *, upgrade: bool) -> Engine:
+    """The engine for reading and writing, SQLite's settings applied, the schema migrated (``upgrade``)."""
+    is_sqlite = url.get_backend_name() == "sqlite"
+    if is_sqlite and sqlite_path(url) is None:
         # One shared connection, or each thread would see its own empty in-memory database.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
         try:
             engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
-        except ImportError as exc:  # e.g. postgresql+psycopg without psycopg installed
-            raise StoreError(f"cannot open trace store {url}: {exc}") from None
+        except ImportError as exc:  # parse_url imported the driver; a dependency of it may still be missing
+            raise StoreError(f"cannot open trace store {store_name(url)}: {exc}") from None
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -64,18 +84,50 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
             upgrade_store(engine)
     except (DatabaseError, OperationalError) as exc:
         engine.dispose()
-        raise StoreError(f"cannot open trace store {_name(engine)}: {exc.orig}") from None
+        reason = " ".join(str(exc.orig).split())  # one line: drivers' messages may span several
+        raise StoreError(f"cannot open trace store {_name(engine)}: {reason}") from None
     except StoreError:
         engine.dispose()
         raise
     return engine
 
 
+def _revision_read_only(path: Path) -> str | None:
+    """The schema revision of an existing SQLite file, read without writing; StoreError unless it is ours."""
+    engine = probe.read_only_engine(path)
+    try:
+        with engine.connect() as connection:
+            revision = check_ours(engine, connection)
+    except OperationalError as exc:  # cannot be opened or locked: says nothing of its content
+        raise StoreError(f"cannot read trace store {path}: {exc.orig}") from None
+    except DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        raise StoreError(
+            f"{path} is a damaged SQLite database ({exc.orig}); restore it from a backup or set "
+            "ROUTEGRAPH_DATABASE_URL elsewhere"
+        ) from None
+    finally:
+        engine.dispose()
+    return revision
+
+
+def _unwritable(path: Path, state: str, revision: str | None) -> str:
+    why = probe.unwritable_part(path)
+    if state == "missing":
+        return f"cannot create trace store {path}: {why}"
+    if revision is not None and revision != head_revision():
+        return (
+            f"trace store {path} is at schema revision {revision} and needs migrating to {head_revision()}, "
+            f"but {why}: let its owner run any routegraph command once"
+        )
+    return (
+        f"trace store {path} is read-only here ({why}), and this command writes to it; make it writable "
+        "or set ROUTEGRAPH_DATABASE_URL to a copy"
+    )
+
+
 def _name(engine: Engine) -> str:
     """The database as messages name it: the file for SQLite, the URL without its password otherwise."""
-    if engine.dialect.name == "sqlite" and engine.url.database and engine.url.database != ":memory:":
-        return str(Path(engine.url.database).expanduser())
-    return engine.url.render_as_string(hide_password=True)
+    return store_name(engine.url)
 
 
 # -- schema migrations -------------------------------------------------------------------------------------
@@ -119,15 +171,8 @@ def upgrade_store(engine: Engine, revision: str = "head") -> None:
     """
     scripts = _scripts()
     head = head_revision()
-    known = {script.revision for script in scripts.walk_revisions()}
     with _migration_connection(engine) as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-        if current is not None and current not in known:
-            raise StoreError(
-                f"trace store {_name(engine)} is at schema revision {current}, which this routegraph does "
-                f"not know (its newest is {head}): a newer routegraph migrated it; upgrade routegraph "
-                "or point ROUTEGRAPH_DATABASE_URL at another database"
-            )
+        current = check_ours(engine, connection)
         if current == head and revision == "head":
             return
         if current is None:
@@ -168,6 +213,30 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
                 raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
+def check_ours(engine: Engine, connection: Connection) -> str | None:
+    """The database's schema revision (None: unversioned, empty or made by ``create_all``), or a StoreError
+    when it is not a routegraph store this code can use: another application's tables, or a revision only a
+    newer routegraph knows. Reads only."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is None:
+        _unversioned_baseline(engine, connection)  # raises for tables that are not ours
+        return None
+    if current not in {script.revision for script in _scripts().walk_revisions()}:
+        tables = set(inspect(connection).get_table_names())
+        if "runs" not in tables or "hops" not in tables:
+            raise StoreError(
+                f"{_name(engine)} is not a routegraph trace store: it is at another application's schema "
+                f"revision {current} (tables {', '.join(sorted(tables))}); set ROUTEGRAPH_DATABASE_URL "
+                "to another database"
+            )
+        raise StoreError(
+            f"trace store {_name(engine)} is at schema revision {current}, which this routegraph does "
+            f"not know (its newest is {head_revision()}): a newer routegraph migrated it; upgrade "
+            "routegraph or point ROUTEGRAPH_DATABASE_URL at another database"
+        )
+    return current
+
+
 def _unversioned_baseline(engine: Engine, connection: Connection) -> str | None:
     """The revision an unversioned database's tables match: None when it is empty."""
     from storage.migrations.versions.r0001_initial import INITIAL_TABLES
@@ -184,27 +253,10 @@ def _unversioned_baseline(engine: Engine, connection: Connection) -> str | None:
     if tables == set(Base.metadata.tables) and "graph_version" in run_columns:
         return "0002"
     raise StoreError(
-        f"trace store {_name(engine)} has tables ({', '.join(sorted(tables))}) but no schema revision, and "
-        "they match no routegraph schema; point ROUTEGRAPH_DATABASE_URL at another database"
+        f"{_name(engine)} is not a routegraph trace store: it has tables ({', '.join(sorted(tables))}) but "
+        "no schema revision, and they match no routegraph schema; point ROUTEGRAPH_DATABASE_URL at another "
+        "database"
     )
-
-
-def _check_sqlite_file(url: str) -> None:
-    """Refuse a file that is not a SQLite database before SQLite touches it (it would be left as is)."""
-    database = url.split("///", 1)[1] if "///" in url else ""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    path = Path(database).expanduser()
-    try:
-        if path.exists():
-            with path.open("rb") as handle:
-                header = handle.read(16)
-            if header and header != SQLITE_MAGIC:
-                raise StoreError(f"{path} is not a SQLite database (set ROUTEGRAPH_DATABASE_URL elsewhere)")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a directory at the path, no permission, a file where a folder should be
-        raise StoreError(f"cannot open trace store {path}: {exc.strerror or exc}") from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.engine import session_scope
 from storage.models import Base, Feedback, Run
 from storage.runs import checkpoint_thread_id
+from storage.urls import sqlite_path, store_name
 
 CHECKPOINT_TABLES = ("checkpoints", "writes", "checkpoint_blobs", "checkpoint_writes")
 """LangGraph's checkpoint tables (SQLite saver: the first two; Postgres saver: all but ``writes``)."""
@@ -58,15 +59,11 @@ def size_report(engine: Engine) -> dict[str, Any]:
             for name, table in sorted(Base.metadata.tables.items())
             if name in present
         }
+        path = sqlite_path(engine.url)
+        size = 0
         if engine.dialect.name == "postgresql":
             size = int(connection.scalar(text("SELECT pg_database_size(current_database())")) or 0)
-            where = engine.url.render_as_string(hide_password=True)
-        else:
-            database = engine.url.database or ""
-            where = database or ":memory:"
-            size = 0
-            if database and database != ":memory:":
-                path = Path(database).expanduser()
-                where = str(path)
-                size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+        elif path is not None:
+            size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+        where = store_name(engine.url) if path is not None or engine.dialect.name != "sqlite" else ":memory:"
     return {"database": where, "dialect": engine.dialect.name, "bytes": size, "rows": rows}

@@ -24,6 +24,7 @@ from graphs.answers import exact_match
 from graphs.ports import ModelCard
 from graphs.router_r1 import prompts
 from storage import datasets, db
+from training import output
 
 Kind = Literal["grpo", "sft"]
 FORMATS = ("jsonl", "parquet")
@@ -191,21 +192,31 @@ def r2_sft_rows_from_runs(
     return rows, ids
 
 
-def write(rows: list[dict[str, Any]], out: str | Path, fmt: str = "jsonl") -> Path:
-    """Write rows as JSON lines or Parquet (both load with ``datasets.load_dataset``)."""
+def write(
+    rows: list[dict[str, Any]],
+    out: str | Path,
+    fmt: str = "jsonl",
+    *,
+    force: bool = False,
+    protected: Sequence[Path] = (),
+) -> Path:
+    """Write rows as JSON lines or Parquet (both load with ``datasets.load_dataset``), every format through
+    :mod:`training.output`: never over ``protected`` (the trace store's files), over an existing file only
+    with ``force``, and all at once (a temporary file renamed into place)."""
     path = Path(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "jsonl":
-        with path.open("w") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    output.check_target(path, force=force, protected=protected)
+    with output.replacing(path) as temporary:
+        if fmt == "jsonl":
+            with temporary.open("w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), path)
+            pq.write_table(pa.Table.from_pylist(rows), temporary)
     return path
 
 

@@ -34,16 +34,17 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def open_service(settings: Settings, *, start_servers: bool, quiet: bool) -> Any:
+def open_service(settings: Settings, *, start_servers: bool, quiet: bool, read_only: bool = False) -> Any:
+    """The service, or exit 1 with its error; ``read_only`` for commands that only read the trace store."""
     from app.pool import PoolError
     from app.pool.local_servers import LocalServerError
     from app.service import QuestionError, RouteGraphService, StoreError
 
     try:
         if quiet or not start_servers:
-            return RouteGraphService.create(settings, start_servers=start_servers)
+            return RouteGraphService.create(settings, start_servers=start_servers, read_only=read_only)
         with err_console.status("Starting model servers…"):
-            return RouteGraphService.create(settings, start_servers=start_servers)
+            return RouteGraphService.create(settings, start_servers=start_servers, read_only=read_only)
     except (PoolError, StoreError, LocalServerError, QuestionError) as exc:
         raise fail(str(exc)) from None
 

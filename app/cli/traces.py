@@ -33,7 +33,7 @@ def traces_list(
     config: ConfigOpt = None,
 ) -> None:
     """The most recent runs."""
-    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+    with open_service(settings_for(config), start_servers=False, quiet=True, read_only=True) as service:
         runs = service.list_runs(limit=limit, graph=graph, status=status)
     table = Table(title="runs")
     for column in ("id", "when", "graph", "status", "cost $", "tokens", "question", "answer"):
@@ -55,7 +55,7 @@ def traces_list(
 @traces_app.command("show")
 def traces_show(run_id: int, config: ConfigOpt = None) -> None:
     """One run with all its hops and texts."""
-    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+    with open_service(settings_for(config), start_servers=False, quiet=True, read_only=True) as service:
         run = service.get_run(run_id)
     if run is None:
         raise fail(f"no run with id {run_id}")
@@ -139,7 +139,7 @@ def _age(value: str) -> Any:
 
 @traces_app.command("export")
 def traces_export(
-    out: Annotated[Path, typer.Option("--out", help="File to write.")],
+    out: Annotated[Path, typer.Option("--out", help="File to write (never the trace store itself).")],
     kind: Annotated[str, typer.Option(help="grpo (prompt + answers) or sft (prompt + completion).")] = "grpo",
     since: Annotated[str | None, typer.Option(help="Only runs created on or after YYYY-MM-DD.")] = None,
     graph: Annotated[str | None, typer.Option(help="Only this graph's runs.")] = None,
@@ -147,23 +147,41 @@ def traces_export(
         bool, typer.Option("--labelled-only", help="Only runs with gold answers (SFT: answered right).")
     ] = False,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet.")] = "jsonl",
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     pool: PoolOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Stored runs as rows TRL's GRPOTrainer / SFTTrainer read (load with datasets.load_dataset)."""
+    """Stored runs as rows TRL's GRPOTrainer / SFTTrainer read (load with datasets.load_dataset).
+
+    The file is written whole or not at all (a temporary file renamed into place); an existing one is
+    replaced only with --force, and the trace store's own files never.
+    """
+    from app.service import store_files
     from training import data
+    from training.output import ExportError, check_target
 
     if kind not in ("grpo", "sft"):
         raise fail(f"--kind {kind!r}: choose grpo or sft", 2)
     if fmt not in data.FORMATS:
         raise fail(f"--format {fmt!r}: choose {' or '.join(data.FORMATS)}", 2)
-    with open_service(settings_for(config, pool_file=pool), start_servers=False, quiet=True) as service:
-        records = service.records(since=_day(since), graph=graph, labelled_only=labelled_only)
-        rows = data.rows_from_records(
-            records, service.models, "grpo" if kind == "grpo" else "sft", labelled_only=labelled_only
-        )
-    path = data.write(rows, out, fmt)
+    day = _day(since)
+    settings = settings_for(config, pool_file=pool)
+    protected = store_files(settings.database_url)
+    try:
+        check_target(out, force=force, protected=protected)  # before reading a single run
+        with open_service(settings, start_servers=False, quiet=True, read_only=True) as service:
+            records = service.records(since=day, graph=graph, labelled_only=labelled_only)
+            rows = data.rows_from_records(
+                records, service.models, "grpo" if kind == "grpo" else "sft", labelled_only=labelled_only
+            )
+        path = data.write(rows, out, fmt, force=force, protected=protected)
+    except ExportError as exc:
+        raise fail(str(exc)) from None
     console.print(f"wrote {len(rows)} {kind} rows to {escape(str(path))}")
+
+
+SHOWN_REJECTIONS = 20
+"""Rejected lines listed one by one; beyond that a count (a binary file would reject every line)."""
 
 
 @traces_app.command("import-qa")
@@ -176,25 +194,38 @@ def traces_import_qa(
 
     A question some stored run asked gets the gold answers on every such run; a new question becomes a
     pending run (no answer yet) carrying them, a labelled GRPO prompt. Re-importing adds nothing.
+    Every line is checked first: the valid ones are imported, each rejected one is listed with its line
+    number and reason, and the exit code is 1 when any line was rejected (fix them and import the file
+    again: the rows already imported are not added twice).
     """
-    from app.evaluation.qa_file import DataError, read_qa_file
+    from app.evaluation.qa_file import DataError, scan_qa_file
+    from app.service import GRAPHS
 
+    if graph not in GRAPHS:
+        raise fail(f"--graph {graph!r}: choose one of {', '.join(GRAPHS)}", 2)
     try:
-        rows = [{"question": r.question, "answers": r.answers} for r in read_qa_file(file)]
+        scan = scan_qa_file(file)
     except DataError as exc:
         raise fail(str(exc)) from None
+    for problem in scan.rejected[:SHOWN_REJECTIONS]:
+        err_console.print(f"[red]rejected[/red] {escape(str(problem))}")
+    if len(scan.rejected) > SHOWN_REJECTIONS:
+        err_console.print(f"… and {len(scan.rejected) - SHOWN_REJECTIONS} more rejected lines")
+    counts = f"imported {len(scan.rows)}, rejected {len(scan.rejected)}"
+    if not scan.rows:
+        raise fail(f"{counts}: nothing was written" + ("" if scan.rejected else f" ({file} has no QA rows)"))
+    rows = [{"question": r.question, "answers": r.answers} for r in scan.rows]
     with open_service(settings_for(config), start_servers=False, quiet=True) as service:
-        try:
-            result = service.import_qa(rows, graph=graph)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
+        result = service.import_qa(rows, graph=graph)
         console.print(
-            f"{len(rows)} QA rows: {result.attached} attached to stored runs, {result.pending} pending "
+            f"{counts}: {result.attached} attached to stored runs, {result.pending} pending "
             f"questions, {result.unchanged} already imported"
         )
         scored = service.score_labelled()
     if scored:
         console.print(f"{scored} runs scored (Router-R1 rewards stored)")
+    if scan.rejected:
+        raise fail(f"{len(scan.rejected)} lines of {file} were rejected and not written (listed above)")
 
 
 @traces_app.command("prune")
@@ -218,7 +249,7 @@ def traces_size(
     config: ConfigOpt = None,
 ) -> None:
     """Rows per table and the database's size on disk."""
-    with open_service(settings_for(config), start_servers=False, quiet=True) as service:
+    with open_service(settings_for(config), start_servers=False, quiet=True, read_only=True) as service:
         report = service.size_report()
     if as_json:
         typer.echo(json.dumps(report))

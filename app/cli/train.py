@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +25,17 @@ def _overrides(pairs: list[str] | None) -> dict[str, str]:
             raise fail(f"override {pair!r} is not key=value", 2)
         parsed[key.strip()] = value.strip()
     return parsed
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """A bad recipe, data file or trace store (its database_url) as one line and exit 2, not a traceback."""
+    from app.service import StoreError
+
+    try:
+        yield
+    except (ValueError, StoreError) as exc:
+        raise fail(str(exc), 2) from None
 
 
 def _report_training(summary: dict[str, Any]) -> None:
@@ -47,10 +60,8 @@ def train_grpo(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
     """GRPO on multi-turn Router-R1 rollouts (pool answers replayed from the trace store)."""
     from training import grpo
 
-    try:
+    with _reported():
         _report_training(grpo.main(str(recipe), _overrides(overrides)))
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None
 
 
 @train_app.command("allocate")
@@ -58,11 +69,9 @@ def train_allocate(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
     """Learning to allocate on recorded outcomes: SFT warm start, then GRPO on recorded score − λ·cost."""
     from training import allocate
 
-    try:
+    with _reported():
         for summary in allocate.main(str(recipe), _overrides(overrides)):
             _report_training(summary)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None
 
 
 @train_app.command("alternate")
@@ -75,11 +84,9 @@ def train_alternate(
     """R2-Reasoner's schedule: SFT and GRPO rounds in turn, each from the previous round's checkpoint."""
     from training import sft
 
-    try:
+    with _reported():
         for summary in sft.alternate(sft_recipe, grpo_recipe, rounds, output_dir):
             _report_training(summary)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None
 
 
 @train_app.command("sft")
@@ -87,7 +94,5 @@ def train_sft(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
     """SFT on successful traces (or synthetic well-formed trajectories as a format warm start)."""
     from training import sft
 
-    try:
+    with _reported():
         _report_training(sft.main(str(recipe), _overrides(overrides)))
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from app.config import Settings
+from app.config import YAML_FAILURES, Settings
 from app.pool.entries import PoolError, PoolFile, router_from_checkpoint
 from app.pool.pool import Pool
 
@@ -23,8 +23,8 @@ def load_pool(path: str | Path) -> Pool:
         raise PoolError(f"{path}: pool file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PoolError(f"{path}: cannot read the pool file ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise PoolError(f"{path}: not valid YAML: {exc}") from None
+    except YAML_FAILURES as exc:
+        raise PoolError(f"{path}: not valid YAML: {exc or type(exc).__name__}") from None
     if not isinstance(raw, dict):
         raise PoolError(f"{path}: a pool file is a mapping with 'router' and 'models'")
     try:

@@ -9,7 +9,8 @@ from app.service.registry import GRAPHS, QuestionError
 from app.service.resume import ResumeError
 from app.service.runs import RunResult
 from app.service.service import RouteGraphService
-from storage.engine import StoreError
+from storage.errors import StoreError
+from storage.urls import store_files
 
 __all__ = [
     "GRAPHS",
@@ -19,4 +20,5 @@ __all__ = [
     "RunResult",
     "StoreError",
     "router_from_checkpoint",
+    "store_files",
 ]

@@ -55,13 +55,25 @@ class RouteGraphService:
 
     @classmethod
     def create(
-        cls, settings: Settings, *, pool: Pool | None = None, start_servers: bool = True
+        cls,
+        settings: Settings,
+        *,
+        pool: Pool | None = None,
+        start_servers: bool = True,
+        read_only: bool = False,
     ) -> RouteGraphService:
+        """The service over the settings' pool and trace store.
+
+        ``read_only``: the caller only reads the store (listing, showing, exporting runs), which is then
+        opened without migrating or writing anything, so a store this user cannot write still reads.
+        """
         pool = configured_pool(settings, pool)
         service = cls(settings=settings, pool=pool)
-        service._factory = db.session_factory(db.make_engine(settings.database_url))
+        engine = db.make_engine(settings.database_url, read_only=read_only)
+        service._factory = db.session_factory(engine)
         service._checkpoints = Checkpoints(settings.database_url)
-        db.mark_orphaned(service._factory, socket.gethostname(), pid_alive)
+        if not read_only:
+            db.mark_orphaned(service._factory, socket.gethostname(), pid_alive)
         pool.cache, pool.cache_mode = SqlResponseCache(service._factory), settings.replay
         if start_servers:
             service.start_servers()

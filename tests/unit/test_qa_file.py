@@ -43,11 +43,16 @@ def write(tmp_path: Path, content: str | bytes, name: str = "qa.jsonl") -> Path:
         ('{"answers": ["a"]}\n', r"qa\.jsonl:1: missing question"),
         ('{"question": "  ", "answers": ["a"]}\n', r"qa\.jsonl:1: question is empty"),
         ('{"question": 7, "answers": ["a"]}\n', r"qa\.jsonl:1: question must be a string, not a number"),
+        # JSON can spell a lone surrogate; UTF-8, and so the trace store, cannot hold one (found by fuzzing).
+        ('{"question": "q\\ud800", "answers": ["a"]}\n', r"qa\.jsonl:1: question holds .*\\ud800"),
+        ('{"question": "q", "answers": ["\\udfff"]}\n', r"qa\.jsonl:1: answers holds .*\\udfff"),
         (OK + '\n{"question": "q2"}\n', r"qa\.jsonl:2: missing answers"),
         ('{"question": "q", "answers": null}\n', r"qa\.jsonl:1: missing answers"),
         ('{"question": "q", "answers": []}\n', r"qa\.jsonl:1: answers is empty"),
         ('{"question": "q", "answers": ["", "  "]}\n', r"qa\.jsonl:1: answers is empty"),
-        ('{"question": "q", "answers": ""}\n', r"qa\.jsonl:1: answers is empty"),
+        ('{"question": "q", "answers": ""}\n', r"qa\.jsonl:1: answers must be a list of strings"),
+        # A bare string is not a list of aliases: neither split into letters nor guessed to be one alias.
+        ('{"question": "Q2?", "answers": "bcd"}\n', r'qa\.jsonl:1: answers must be a list .*\["bcd"\]'),
         (
             '{"question": "q", "answers": {"a": 1}}\n',
             r"qa\.jsonl:1: answers must be a list .*, not an object",
@@ -102,12 +107,12 @@ def test_import_qa_names_the_file_and_line(tmp_path: Path, monkeypatch: pytest.M
     result = CliRunner().invoke(cli.app, ["traces", "import-qa", str(path)])
     assert result.exit_code == 1
     output = " ".join(result.output.split())  # rich wraps long lines
-    assert "qa.jsonl:2: answers must be a list of strings or one string, not an object" in output
+    assert "qa.jsonl:2: answers must be a list of strings, not an object" in output
 
 
 def test_good_rows_ids_and_answer_layouts(tmp_path: Path) -> None:
     rows = [
-        {"question": "bare string", "answers": "Paris"},  # one alias, not P, a, r, i, s
+        {"question": "singular key", "answer": "Paris"},  # answer (not answers): one alias, not P, a, r, i, s
         {"id": "n", "question": "numbers", "answers": [1914, "nineteen fourteen", 2.5]},
         {"id": 70, "question": " padded ", "answers": [" a ", "", "b"]},  # blanks dropped, stripped
         {"query": "query key", "answer": "Sol… #### 42"},  # other layouts: GSM8K's answer

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from app import cli
+from app.cli import common
 from app.config import DEFAULT_POOL
 from app.pool import load_pool
 from storage import datasets, db, maintenance
@@ -22,6 +23,13 @@ TRAJECTORY = (
     "<think> A fact. </think>\n<search> Qwen: capital of France? </search>\n"
     "<information> Paris </information>\n<answer> Paris </answer>"
 )
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rich wraps at 80 columns off a terminal: widen so that paths and messages stay whole.
+    monkeypatch.setattr(common.console, "width", 400)
+    monkeypatch.setattr(common.err_console, "width", 400)
 
 
 @pytest.fixture
@@ -109,7 +117,7 @@ def test_sft_export_keeps_labelled_runs_answered_right(factory: Factory, tmp_pat
     assert row["completion"] == [{"role": "assistant", "content": TRAJECTORY}]
     assert row["prompt"][0]["role"] == "system"
     # Without --labelled-only every finished run with a trajectory is exported.
-    everything = invoke("traces", "export", "--kind", "sft", "--out", str(out))
+    everything = invoke("traces", "export", "--kind", "sft", "--force", "--out", str(out))
     assert everything.exit_code == 0, everything.output
     assert len(out.read_text().splitlines()) == len(ids)
 
@@ -123,6 +131,67 @@ def test_export_since_filters_by_day(factory: Factory, tmp_path: Path) -> None:
     assert [json.loads(line)["run_id"] for line in out.read_text().splitlines()] == [new]
     bad = invoke("traces", "export", "--since", "yesterday", "--out", str(out))
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("force", [False, True])
+@pytest.mark.parametrize("which", ["database", "wal", "shm", "symlink"])
+def test_export_never_overwrites_the_store(
+    factory: Factory, db_path: Path, tmp_path: Path, fmt: str, force: bool, which: str
+) -> None:
+    fill(factory)
+    targets = {"database": db_path, "wal": Path(f"{db_path}-wal"), "shm": Path(f"{db_path}-shm")}
+    targets["symlink"] = tmp_path / "link.jsonl"
+    targets["symlink"].symlink_to(db_path)
+    out = targets[which]
+    before = {p: p.read_bytes() for p in targets.values() if p.exists()}
+    result = invoke("traces", "export", "--format", fmt, "--out", str(out), *(["--force"] if force else []))
+    assert result.exit_code == 1, result.output
+    assert "trace store" in result.output and "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in targets.values() if p.exists()} == before
+    assert len(db.list_runs(factory)) == 5  # the store still reads
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_export_replaces_an_existing_file_only_with_force(factory: Factory, tmp_path: Path, fmt: str) -> None:
+    fill(factory)
+    out = tmp_path / f"rows.{fmt}"
+    out.write_text("someone's notes\n")
+    refused = invoke("traces", "export", "--format", fmt, "--out", str(out))
+    assert refused.exit_code == 1 and "--force" in refused.output
+    assert out.read_text() == "someone's notes\n"
+    replaced = invoke("traces", "export", "--format", fmt, "--force", "--out", str(out))
+    assert replaced.exit_code == 0, replaced.output
+    assert out.read_bytes() != b"someone's notes\n"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("out", "reason"),
+    [
+        (".", "is a directory"),
+        ("missing/rows.jsonl", "does not exist"),
+        ("notes.txt/rows.jsonl", "is not a directory"),
+    ],
+)
+def test_export_to_an_unusable_path_is_one_line(
+    factory: Factory, tmp_path: Path, out: str, reason: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    result = invoke("traces", "export", "--out", str(tmp_path / out))
+    assert result.exit_code == 1, result.output
+    assert reason in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_failed_export_leaves_the_old_file_and_no_partial_one(tmp_path: Path) -> None:
+    out = tmp_path / "rows.jsonl"
+    out.write_text("the previous export\n")
+    rows: list[dict[str, Any]] = [{"run_id": 1}, {"run_id": 2, "bad": object()}]  # not JSON: fails midway
+    with pytest.raises(TypeError):
+        training_data.write(rows, out, "jsonl", force=True)
+    assert out.read_text() == "the previous export\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
 
 
 def test_export_load_gives_a_dataset(factory: Factory) -> None:
@@ -165,6 +234,57 @@ def test_import_qa_reports_a_bad_line(factory: Factory, tmp_path: Path) -> None:
     qa.write_text('{"question": "q"}\n')
     result = invoke("traces", "import-qa", str(qa))
     assert result.exit_code == 1 and "qa.jsonl:1" in result.output
+
+
+def test_import_qa_imports_the_valid_lines_and_names_each_rejected_one(
+    factory: Factory, tmp_path: Path
+) -> None:
+    qa = tmp_path / "qa.jsonl"
+    lines = [
+        b'{"question": "Q1?", "answers": ["a"]}',
+        b'{"question": "Q2?", "answers": "bcd"}',  # a bare string: rejected, never split into b, c, d
+        b'{"question": "", "answers": ["x"]}',
+        b"{not json",
+        b'{"question": "caf\xe9?", "answers": ["latin-1"]}',
+        b'{"question": "Q6?", "answers": ["f", "F"]}',
+    ]
+    qa.write_bytes(b"\n".join(lines) + b"\n")
+    before = qa.read_bytes()
+    result = invoke("traces", "import-qa", str(qa))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "imported 2, rejected 4" in result.output
+    for number, reason in [(2, "answers must be a list"), (3, "question is empty"), (4, "not JSON")]:
+        assert f"qa.jsonl:{number}: {reason}" in result.output
+    assert "qa.jsonl:5: not UTF-8" in result.output
+    stored = {r["question"]: r["answers"] for r in datasets.records(factory)}
+    assert stored == {"Q1?": ["a"], "Q6?": ["f", "F"]}
+    assert qa.read_bytes() == before
+
+
+def test_import_qa_without_a_valid_line_writes_nothing(factory: Factory, tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "Q2?", "answers": "bcd"}\n{"question": " ", "answers": ["x"]}\n')
+    result = invoke("traces", "import-qa", str(qa))
+    assert result.exit_code == 1, result.output
+    assert "imported 0, rejected 2" in result.output and "nothing was written" in result.output
+    assert "qa.jsonl:2: question is empty" in result.output
+    assert db.list_runs(factory) == []
+
+
+def test_import_qa_refuses_an_unknown_graph_before_reading(factory: Factory, tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "Q1?", "answers": ["a"]}\n')
+    result = invoke("traces", "import-qa", str(qa), "--graph", "nope")
+    assert result.exit_code == 2, result.output
+    assert "nope" in result.output and "router-r1, r2-reasoner" in result.output
+    assert db.list_runs(factory) == []
+
+
+def test_storing_qa_rows_never_splits_a_string_into_letters(factory: Factory) -> None:
+    with pytest.raises(ValueError, match="list of strings"):
+        datasets.import_qa(factory, [{"question": "Q2?", "answers": "bcd"}])
+    assert db.list_runs(factory) == []
 
 
 # -- prune and size ------------------------------------------------------------------------------------------

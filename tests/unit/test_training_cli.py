@@ -62,3 +62,14 @@ def test_recipe_trainer_args_are_valid_trl_configs(tmp_path: Path) -> None:
     assert (config.max_steps, config.use_cpu, config.report_to) == (grpo.max_steps, True, [])
     sft = load_recipe(SFTRecipe, RECIPES / "sft.yaml", {"output_dir": str(tmp_path / "s")})
     assert SFTConfig(**sft.trainer_args(), max_length=sft.max_length).learning_rate == sft.learning_rate
+
+
+def test_an_unusable_database_url_is_one_line_without_its_password() -> None:
+    url = "mysql+pymysql://admin:S3cr3tPass@host/db"
+    result = runner.invoke(
+        app, ["train", "sft", "--recipe", str(RECIPES / "sft.yaml"), f"database_url={url}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "mysql+pymysql://admin:***@host/db" in result.output
+    assert "S3cr3tPass" not in result.output
+    assert isinstance(result.exception, SystemExit)  # an exit code, not a traceback
