@@ -41,8 +41,7 @@ class EvalItem:
             return f"{self.question}\n{options}\nAnswer with the letter of the correct choice."
         if self.task == "math":
             return (
-                f"{self.question}\nWork it out in a few short steps, then end with a line "
-                "'Answer: <number>'."
+                f"{self.question}\nWork it out in a few short steps, then end with a line 'Answer: <number>'."
             )
         return self.question
 
