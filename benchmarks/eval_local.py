@@ -42,6 +42,10 @@ EVAL = {"nq": 100, "hotpotqa": 100, "gsm8k": 50, "csqa": 50}
 REPLY_CAP = 256
 """Tokens per pool reply: a GSM8K solution in a few steps takes 50-150; the 0.5B model otherwise rambles to
 the 512 default on some items, minutes each on a 2-core CPU."""
+THREADS = 1
+"""llama.cpp threads per model server. Two items run at once, so two servers decode at the same time: with 2
+threads each on 2 cores their threads spin at every layer's barrier waiting for a descheduled peer, and a
+0.5B reply slowed from ~25 to under 1 token/s; one thread each keeps ~8."""
 DIFFER = ("gsm8k", "csqa")
 """The tasks where the pool's models differ (NQ / HotpotQA: every model near 0 EM)."""
 
@@ -143,16 +147,22 @@ def targets(out: Path, database: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def intro(started: str, wall_s: float | None) -> str:
+def intro(started: str, wall_s: float | None, tune: bool) -> str:
     sizes = ", ".join(f"{size} {name}" for name, size in EVAL.items())
-    timing = f" · evaluation wall time {wall_s / 60:.0f} min" if wall_s else ""
+    timing = f" · wall time of the last invocation {wall_s / 60:.0f} min" if wall_s else ""
+    slices = (
+        f"Tuning slices: items 0..{TUNE} of each sample in `data/`, single models only (the pool's "
+        "example performance is read from here). "
+        if tune
+        else f"Evaluation slices: {sizes} (items {TUNE} onwards of each sample in `data/`; items 0..{TUNE} "
+        "are the tuning slice where the descriptors' example performance was measured and the router "
+        "prompt tried). "
+    )
     return (
         f"Embedded default pool (`pools/local.yaml`: Qwen2.5-Coder-0.5B routes; SmolLM2-135M, Qwen-0.5B and "
-        f"Qwen-1.5B answer; prices notional, in proportion to size). Evaluation slices: {sizes} "
-        f"(items {TUNE} onwards of each sample in `data/`; items 0..{TUNE} are the tuning slice where the "
-        "descriptors' example performance was measured and the router prompt tried). Settings: the "
+        f"Qwen-1.5B answer; prices notional, in proportion to size). {slices}Settings: the "
         "defaults (Router-R1 max 4 route calls, grammar-constrained router) but pool replies up to "
-        f"{REPLY_CAP} tokens. "
+        f"{REPLY_CAP} tokens and {THREADS} llama.cpp thread per model server (two items at a time). "
         f"`python benchmarks/eval_local.py` · {started} · Python {platform.python_version()} · "
         f"{platform.machine()} CPU (2 cores), no GPU{timing}.\n\n`cheapest`, `largest` and `random` reuse "
         "the `single:<model>` answer to the same item; `oracle` is computed from the `single:*` records."
@@ -184,14 +194,19 @@ def main() -> None:
     wall: float | None = None
     if not args.report_only:
         settings = load_settings(
-            database_url=f"sqlite:///{database}", request_timeout_s=900, response_max_tokens=REPLY_CAP
+            database_url=f"sqlite:///{database}",
+            request_timeout_s=900,
+            response_max_tokens=REPLY_CAP,
+            local_threads=THREADS,
         )
         clock = time.perf_counter()
         with RouteGraphService.create(settings) as service:
             asyncio.run(evaluate(service, out, args.tune, args.methods, args.concurrency, datasets))
         wall = time.perf_counter() - clock
     target = out.with_suffix(".md") if out.parent == RESULTS else out / "report.md"
-    write_report(out, target, title="Evaluation on the embedded default pool", intro=intro(started, wall))
+    write_report(
+        out, target, title="Evaluation on the embedded default pool", intro=intro(started, wall, args.tune)
+    )
     if not args.tune:
         with target.open("a") as handle:
             handle.write(targets(out, database))
