@@ -87,7 +87,12 @@ class Settings(BaseSettings):
     reward_metric: Literal["em", "f1"] = Field(
         default="em", description="Router-R1 reward's outcome metric: exact match (em) or token F1 (f1)."
     )
-    request_timeout_s: float = Field(default=60.0, gt=0, description="Per-call timeout for any endpoint.")
+    request_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Per-call timeout for pool entries without their own timeout_s (unset: each backend's "
+        "default, app.pool.pool.DEFAULT_TIMEOUT_S).",
+    )
     cache_dir: Path = Field(
         default=DEFAULT_DATA_DIR / "cache",
         description="Derived data kept between runs (query embeddings keyed by text hash).",
