@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     # then decodes as one batch (benchmarks/results/r2_parallel.md: 1.35x over sequential, 1.09x with 2).
     local_ctx: int = Field(default=16384, ge=512, description="Context (all slots) of each embedded server.")
     local_parallel: int = Field(default=4, ge=1, description="Parallel slots of each embedded server.")
+    local_restart_backoff_s: float = Field(
+        default=1.0, gt=0, description="Wait before restarting a dead embedded server; doubles per restart."
+    )
+    local_restart_attempts: int = Field(
+        default=5, ge=0, description="Restarts of one embedded server per 10 minutes (0: not supervised)."
+    )
     log_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("TMPDIR") or "/tmp") / "routegraph-servers",
         description="Where the embedded model servers write their logs.",
