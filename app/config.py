@@ -116,7 +116,9 @@ class Settings(BaseSettings):
         default=None, description="Bearer token `routegraph serve` requires (none: the server is open)."
     )
     server_max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body.")
-    server_max_concurrency: int = Field(default=8, ge=1, description="Graph runs the server runs at once.")
+    # One run per llama.cpp slot (local_parallel): a run beyond that would only wait inside llama.cpp, where
+    # its timeout ticks, instead of in the server's queue, where it does not.
+    server_max_concurrency: int = Field(default=4, ge=1, description="Graph runs the server runs at once.")
     server_max_queue: int = Field(
         default=64,
         ge=0,
