@@ -75,6 +75,14 @@ def question_of(messages: list[ChatMessage]) -> str:
 
 
 def passthrough_messages(messages: list[ChatMessage]) -> list[tuple[str, str]]:
-    """The conversation as (role, text) pairs in LangChain's roles."""
+    """The conversation as (role, text) pairs in LangChain's roles, for a pool model. routegraph calls no
+    tools, so a tool result has no call to answer: a 400, not a failed upstream call."""
     role = {"user": "human", "assistant": "ai", "developer": "system"}
+    for index, message in enumerate(messages):
+        if message.role == "tool":
+            raise invalid(
+                "a pool model is called without tools: 'tool' messages are not accepted (a graph "
+                "model such as router-r1 reads them as context)",
+                f"messages.{index}.role",
+            )
     return [(role.get(m.role, m.role), m.text) for m in messages]

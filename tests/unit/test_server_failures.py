@@ -212,3 +212,12 @@ def test_a_run_that_fails_mid_stream_ends_with_an_openai_error_event(tmp_path: P
         error = events[-1]["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert error["code"] == "run_failed" and "timed out" in error["message"]
+
+
+def test_a_tool_message_to_a_pool_model_is_400_not_502(client: tuple[TestClient, RouteGraphService]) -> None:
+    # Found by tests/unit/test_fuzz.py: LangChain needs a tool_call_id, so the call failed upstream (502).
+    turns = [{"role": "tool", "content": "42"}, {"role": "user", "content": "And?"}]
+    response = client[0].post("/v1/chat/completions", json={"model": BIG, "messages": turns})
+    assert response.status_code == 400 and error_of(response)["param"] == "messages.0.role"
+    graph = client[0].post("/v1/chat/completions", json={"model": "router-r1", "messages": turns})
+    assert graph.status_code == 200  # a graph reads it as context
