@@ -93,9 +93,8 @@ class Pool:
 
     # -- endpoints --------------------------------------------------------------------------------------
     def bind_endpoint(self, name: str, base_url: str, context_tokens: int | None = None) -> None:
-        """Record where a locally started model listens (base URL ending in /v1) and how many tokens one
-        request may hold there. The supervisor's thread calls this after a restart: the client cache is
-        copied (atomically) before it is filtered, as the event loop may be adding to it."""
+        """Where a local model listens (base URL ending in /v1), how many tokens one request may hold there.
+        Called from the supervisor's thread too: the client cache is copied (atomically) before filtering."""
         self._endpoints[name.lower()] = base_url.rstrip("/")
         if context_tokens is not None:
             self._context[name.lower()] = context_tokens

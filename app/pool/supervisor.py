@@ -72,6 +72,8 @@ class Supervisor:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # One client for every check: a new one each second would rebuild its TLS context every time.
+        self._http = httpx.Client(timeout=HEALTH_TIMEOUT_S)
 
     def watch(self, server: LocalServer, pool: Pool, name: str, start_timeout_s: float) -> None:
         """Supervise ``server`` for the pool entry ``name`` (the thread starts with the first watch)."""
@@ -89,6 +91,7 @@ class Supervisor:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
+        self._http.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -122,7 +125,7 @@ class Supervisor:
         if reason is None:
             root = watched.server.base_url.removesuffix("/v1")
             try:
-                healthy = httpx.get(f"{root}/health", timeout=HEALTH_TIMEOUT_S).status_code == 200
+                healthy = self._http.get(f"{root}/health").status_code == 200
             except httpx.HTTPError:
                 healthy = False
             watched.failed_checks = 0 if healthy else watched.failed_checks + 1

@@ -6,9 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from app.config import Settings
 from app.pool import ModelEntry, Pool
 from app.pool.circuit import ModelDownError
-from app.service.registry import REGISTRY, ContextLengthError
+from app.service.registry import (
+    REGISTRY,
+    ContextLengthError,
+    QuestionError,
+    RunOptions,
+    graph_spec,
+    run_options,
+)
 from graphs.ports import estimate_tokens
 
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -40,6 +48,34 @@ def check_fits(
         f"{what} is about {needed:,} tokens, but {entry.name} holds {window:,} tokens per request, "
         f"{reply_tokens:,} of them for its reply: shorten the messages by about {over_chars:,} characters"
     )
+
+
+def check_question(
+    settings: Settings,
+    pool: Pool,
+    question: str,
+    graph: str,
+    budget_usd: float | None,
+    max_turns: int | None,
+) -> RunOptions:
+    """A run's options, or why it cannot start: an empty question, a bad option, an unknown graph, or a
+    question whose router prompt does not fit the router's context window."""
+    if not question or not question.strip():
+        raise QuestionError("the question is empty")
+    options = run_options(settings, graph, budget_usd, max_turns)
+    prompt = graph_spec(graph).first_prompt(question, pool, options)
+    check_fits(pool, pool.router, prompt, settings.router_max_tokens, "the question with its context")
+    return options
+
+
+def check_call(
+    settings: Settings, pool: Pool, name: str, messages: Sequence[tuple[str, str]], max_tokens: int | None
+) -> tuple[ModelEntry, int]:
+    """The entry and reply cap of a direct call to a pool model, or why it cannot fit."""
+    entry = pool.get(name)
+    cap = max_tokens or settings.response_max_tokens
+    check_fits(pool, entry, messages, cap, "the conversation")
+    return entry, cap
 
 
 def target_entry(pool: Pool, target: str) -> ModelEntry:

@@ -25,7 +25,7 @@ from app.service.checkpointer import Checkpoints, thread_config
 from app.service.loop import LoopThread
 from app.service.provenance import graph_version, pool_view, router_label, router_weights
 from app.service.readiness import Readiness, readiness
-from app.service.registry import REGISTRY, QuestionError, RunOptions, graph_spec, run_options
+from app.service.registry import REGISTRY, RunOptions, graph_spec, run_options
 from app.service.resume import (
     ResumeError,
     ensure_resumable,
@@ -122,13 +122,7 @@ class RouteGraphService:
         self, question: str, graph: str, budget_usd: float | None = None, max_turns: int | None = None
     ) -> RunOptions:
         """The run's options, or the :class:`QuestionError` a run would meet before any model call."""
-        if not question or not question.strip():
-            raise QuestionError("the question is empty")
-        options = run_options(self.settings, graph, budget_usd, max_turns)
-        prompt = graph_spec(graph).first_prompt(question, self.pool, options)
-        reply = self.settings.router_max_tokens
-        admission.check_fits(self.pool, self.pool.router, prompt, reply, "the question with its context")
-        return options
+        return admission.check_question(self.settings, self.pool, question, graph, budget_usd, max_turns)
 
     def outage(self, target: str) -> ModelDownError | None:
         """Why a request for ``target`` (a graph: its router; a pool model) would fail now."""
@@ -345,10 +339,7 @@ class RouteGraphService:
         self, name: str, messages: Sequence[tuple[str, str]], *, max_tokens: int | None = None
     ) -> tuple[ModelEntry, int]:
         """The entry and reply cap of a direct call, or ``ContextLengthError`` when it cannot fit."""
-        entry = self.pool.get(name)
-        cap = max_tokens or self.settings.response_max_tokens
-        admission.check_fits(self.pool, entry, messages, cap, "the conversation")
-        return entry, cap
+        return admission.check_call(self.settings, self.pool, name, messages, max_tokens)
 
     def reference_cost(self, input_tokens: int, output_tokens: int) -> tuple[str, float]:
         """What these tokens would have cost on the pool's most expensive model: (name, USD)."""
