@@ -57,6 +57,7 @@ bench: models
 	$(BIN)/python benchmarks/r2_parallel.py
 	$(BIN)/python benchmarks/store_write.py
 	$(BIN)/python benchmarks/serve_throughput.py
+	$(BIN)/python benchmarks/serve_backpressure.py
 	$(BIN)/python benchmarks/grpo_cpu.py
 	$(BIN)/python benchmarks/recorded_routing.py
 

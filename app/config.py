@@ -101,7 +101,12 @@ class Settings(BaseSettings):
     reward_metric: Literal["em", "f1"] = Field(
         default="em", description="Router-R1 reward's outcome metric: exact match (em) or token F1 (f1)."
     )
-    request_timeout_s: float = Field(default=60.0, gt=0, description="Per-call timeout for any endpoint.")
+    request_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Per-call timeout for pool entries without their own timeout_s (unset: each backend's "
+        "default, app.pool.pool.DEFAULT_TIMEOUT_S).",
+    )
     cache_dir: Path = Field(
         default=DEFAULT_DATA_DIR / "cache",
         description="Derived data kept between runs (query embeddings keyed by text hash).",
@@ -111,6 +116,12 @@ class Settings(BaseSettings):
     # then decodes as one batch (benchmarks/results/r2_parallel.md: 1.35x over sequential, 1.09x with 2).
     local_ctx: int = Field(default=16384, ge=512, description="Context (all slots) of each embedded server.")
     local_parallel: int = Field(default=4, ge=1, description="Parallel slots of each embedded server.")
+    local_restart_backoff_s: float = Field(
+        default=1.0, gt=0, description="Wait before restarting a dead embedded server; doubles per restart."
+    )
+    local_restart_attempts: int = Field(
+        default=5, ge=0, description="Restarts of one embedded server per 10 minutes (0: not supervised)."
+    )
     log_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("TMPDIR") or "/tmp") / "routegraph-servers",
         description="Where the embedded model servers write their logs.",
@@ -119,7 +130,9 @@ class Settings(BaseSettings):
         default=None, description="Bearer token `routegraph serve` requires (none: the server is open)."
     )
     server_max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body.")
-    server_max_concurrency: int = Field(default=8, ge=1, description="Graph runs the server runs at once.")
+    # One run per llama.cpp slot (local_parallel): a run beyond that would only wait inside llama.cpp, where
+    # its timeout ticks, instead of in the server's queue, where it does not.
+    server_max_concurrency: int = Field(default=4, ge=1, description="Graph runs the server runs at once.")
     server_max_queue: int = Field(
         default=64,
         ge=0,

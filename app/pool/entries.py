@@ -39,6 +39,9 @@ class ModelEntry(ModelCard):
         default=None, description="recorded: JSONL of {question, scores: {served_id: score}} rows."
     )
     output_tokens: int = Field(default=256, ge=0, description="recorded: output tokens charged per call.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Seconds a call may take (default per backend)."
+    )
 
     @model_validator(mode="after")
     def _backend_fields(self) -> ModelEntry:

@@ -2,7 +2,8 @@
 
 Each server runs in a child process (``python -m app.pool.local_servers``) so that it can be stopped, or
 killed in a test, independently of the caller; the child dies with its parent (PR_SET_PDEATHSIG), so neither
-Ctrl-C nor a crash leaves orphans behind.
+Ctrl-C nor a crash leaves orphans behind. A child that dies is reaped and restarted
+(:mod:`app.pool.supervisor`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +30,13 @@ from app.config import Settings, load_settings
 from app.pool import weights
 from app.pool.entries import ModelEntry, PoolError
 from app.pool.pool import Pool
+from app.pool.supervisor import Supervisor
 
 SMOLLM2 = "smollm2-135m"
 GEMMA3 = "gemma3-270m"
 BUNDLED = (SMOLLM2, GEMMA3)  # inside installed packages; the chunked ones (weights.CATALOG) need `prepare`
+VLLM_CONTEXT = 8192
+"""Tokens of one vLLM sequence (its ``--max-model-len``)."""
 
 
 class LocalServerError(RuntimeError):
@@ -78,6 +84,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR as llama.cpp's own socket has it: the
+    connections of a server that just died linger in TIME_WAIT, which does not keep a new one out."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: ask the kernel to SIGTERM it when the parent goes away."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -105,7 +123,7 @@ def vllm_command(entry: ModelEntry, port: int) -> list[str]:
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(entry.hf_model), "--served-model-name", entry.served_id,
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "auto",
-        "--max-model-len", "8192", "--gpu-memory-utilization", "0.85",
+        "--max-model-len", str(VLLM_CONTEXT), "--gpu-memory-utilization", "0.85",
     ]  # fmt: skip
 
 
@@ -119,12 +137,18 @@ class LocalServer:
     log_dir: Path
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    make_command: Callable[[int], list[str]] | None = None
+    """The command for another port: a restart whose old port was taken meanwhile needs a new one."""
+    started_in_s: float | None = None
+    """How long the last start took to be healthy: what a restart is expected to take."""
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout_s: float) -> None:
+    def start(self, timeout_s: float, abort: threading.Event | None = None) -> None:
+        """Start the child and wait until it answers /health (``abort`` set: stop waiting and stop it)."""
+        started = time.monotonic()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / f"{self.label}-{self.port}.log"
         with self.log_path.open("wb") as log:
@@ -134,13 +158,35 @@ class LocalServer:
                 subprocess.Popen, self.command, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
             ).result()  # fmt: skip
-        self._wait_healthy(timeout_s)
+        self._wait_healthy(timeout_s, abort)
+        self.started_in_s = time.monotonic() - started
 
-    def _wait_healthy(self, timeout_s: float) -> None:
+    def restart(
+        self, timeout_s: float, abort: threading.Event | None = None, *, new_port: bool = False
+    ) -> None:
+        """Reap (or kill) the old child and start a new one: on the same port when it is still free and
+        ``new_port`` is not asked for (after a failed start, in case the port was the trouble)."""
+        self.kill()
+        if self.make_command is not None and (new_port or not port_is_free(self.port)):
+            self.port = free_port()
+            self.command = self.make_command(self.port)
+        self.start(timeout_s, abort)
+
+    def exit_reason(self) -> str | None:
+        """How the child ended ("killed by signal 9"), reaping it; None while it runs."""
+        code = None if self.process is None else self.process.poll()
+        if code is None:
+            return None if self.process is not None else "never started"
+        return f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+    def _wait_healthy(self, timeout_s: float, abort: threading.Event | None = None) -> None:
         deadline = time.monotonic() + timeout_s
         root = self.base_url.removesuffix("/v1")
         while time.monotonic() < deadline:
             assert self.process is not None
+            if abort is not None and abort.is_set():
+                self.stop()
+                raise LocalServerError(f"{self.label} server start aborted")
             if self.process.poll() is not None:
                 raise LocalServerError(
                     f"{self.label} server exited with code {self.process.returncode}; log: {self.log_path}"
@@ -179,11 +225,13 @@ class LocalServer:
 
 @dataclass
 class LocalServers:
-    """The embedded and vLLM servers one pool needs; one server per distinct weights file."""
+    """The embedded and vLLM servers one pool needs; one server per distinct weights file, supervised
+    (:mod:`app.pool.supervisor`) unless ``settings.local_restart_attempts`` is 0."""
 
     settings: Settings
     servers: dict[str, LocalServer] = field(default_factory=dict)  # keyed by weights (path or HF id)
     by_model: dict[str, LocalServer] = field(default_factory=dict)  # keyed by pool entry name
+    supervisor: Supervisor | None = None
 
     def start_for(self, pool: Pool, timeout_s: float = 60.0) -> None:
         """Start what the pool's self-hosted entries need and bind their URLs into the pool."""
@@ -196,6 +244,8 @@ class LocalServers:
                 key = str(gguf)
                 make = lambda port, w=gguf: llamacpp_command(w, port, self.settings)  # noqa: E731
                 wait = timeout_s
+                # Each llama.cpp slot gets an equal share of the context: one request sees that much.
+                context = self.settings.local_ctx // self.settings.local_parallel
             else:
                 if importlib.util.find_spec("vllm") is None:
                     raise PoolError(
@@ -204,18 +254,36 @@ class LocalServers:
                 key = str(entry.hf_model)
                 make = lambda port, e=entry: vllm_command(e, port)  # noqa: E731
                 wait = max(timeout_s, 600.0)  # vLLM compiles and loads weights for minutes
+                context = VLLM_CONTEXT
             server = self.servers.get(key)
             if server is None or not server.running:
                 port = free_port()
                 server = LocalServer(
-                    label=entry.name, command=make(port), port=port, log_dir=self.settings.log_dir
+                    label=entry.name,
+                    command=make(port),
+                    port=port,
+                    log_dir=self.settings.log_dir,
+                    make_command=make,
                 )
                 server.start(wait)
                 self.servers[key] = server
             self.by_model[entry.name] = server
-            pool.bind_endpoint(entry.name, server.base_url)
+            pool.bind_endpoint(entry.name, server.base_url, context_tokens=context)
+            self._supervise(server, pool, entry.name, wait)
+
+    def _supervise(self, server: LocalServer, pool: Pool, name: str, start_timeout_s: float) -> None:
+        if self.settings.local_restart_attempts == 0:
+            return
+        if self.supervisor is None:
+            self.supervisor = Supervisor(
+                backoff_s=self.settings.local_restart_backoff_s,
+                max_restarts=self.settings.local_restart_attempts,
+            )
+        self.supervisor.watch(server, pool, name, start_timeout_s)
 
     def stop_all(self) -> None:
+        if self.supervisor is not None:  # first, or it would restart what is being stopped
+            self.supervisor.stop()
         for server in self.servers.values():
             server.stop()
 

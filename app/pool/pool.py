@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from app.pool import transport
-from app.pool.entries import ModelEntry, PoolError
+from app.pool.circuit import Circuits
+from app.pool.entries import Backend, ModelEntry, PoolError
 from app.pool.keys import CacheMode, ResponseCache, normalise, request_key, sha256
 from graphs.ports import CallResult, Constraint, EndpointError
 
@@ -21,6 +22,11 @@ ClientFactory = Callable[[ModelEntry, str, int], Any]
 """(entry, 'chat' | 'completion', max_tokens) -> a LangChain chat model or LLM; tests inject scripted ones."""
 _RENDERED_PROMPTS = 256
 """Chat-template renderings kept per pool: one per distinct router prompt (a question and its pool)."""
+DEFAULT_TIMEOUT_S: dict[Backend, float] = {"llamacpp": 300.0, "vllm": 120.0, "openai": 60.0, "recorded": 60.0}
+"""Seconds one call may take, per backend, for an entry without ``timeout_s`` (and no settings override).
+llama.cpp on a CPU shares its cores and slots among every model and request (a 512-token reply of a 1.5B
+model queued behind three others takes minutes); a GPU decodes fast; a hosted API answers in seconds or
+has a problem."""
 
 
 class Pool:
@@ -40,9 +46,12 @@ class Pool:
         self.source = source
         self._by_name = {m.name.lower(): m for m in self.models}
         self._endpoints: dict[str, str] = {}
+        self._context: dict[str, int] = {}
         self._clients: dict[tuple[str, int, str, int], Any] = {}
         self._rendered: OrderedDict[str, str] = OrderedDict()
-        self.timeout_s = 60.0
+        self.timeout_s: float | None = None
+        """The settings' timeout for entries without their own; None: the backend's default."""
+        self.circuits = Circuits()
         self.client_factory = client_factory
         self.cache: ResponseCache | None = None
         self.cache_mode: CacheMode = "off"
@@ -83,10 +92,22 @@ class Pool:
         }
 
     # -- endpoints --------------------------------------------------------------------------------------
-    def bind_endpoint(self, name: str, base_url: str) -> None:
-        """Record where a locally started model listens (base URL ending in /v1)."""
+    def bind_endpoint(self, name: str, base_url: str, context_tokens: int | None = None) -> None:
+        """Where a local model listens (base URL ending in /v1), how many tokens one request may hold there.
+        Called from the supervisor's thread too: the client cache is copied (atomically) before filtering."""
         self._endpoints[name.lower()] = base_url.rstrip("/")
-        self._clients = {k: v for k, v in self._clients.items() if k[0] != name.lower()}
+        if context_tokens is not None:
+            self._context[name.lower()] = context_tokens
+        self._clients = {k: v for k, v in dict(self._clients).items() if k[0] != name.lower()}
+
+    def context_tokens(self, entry: ModelEntry) -> int | None:
+        """Tokens one request to the entry may hold (prompt and reply), when known (self-hosted)."""
+        return self._context.get(entry.name.lower())
+
+    def timeout_for(self, entry: ModelEntry) -> float:
+        """Seconds one call to the entry may take: its own ``timeout_s``, else the settings', else its
+        backend's default (:data:`DEFAULT_TIMEOUT_S`)."""
+        return entry.timeout_s or self.timeout_s or DEFAULT_TIMEOUT_S[entry.backend]
 
     def base_url(self, entry: ModelEntry) -> str:
         bound = self._endpoints.get(entry.name.lower())
@@ -99,8 +120,8 @@ class Pool:
     def with_router(self, router: ModelEntry) -> Pool:
         """The same pool with another router entry (e.g. a trained checkpoint)."""
         pool = Pool(router, self.models, self.source, self.client_factory, outcome_paths=self._outcome_paths)
-        pool._endpoints = dict(self._endpoints)
-        pool.timeout_s = self.timeout_s
+        pool._endpoints, pool._context = dict(self._endpoints), dict(self._context)
+        pool.timeout_s, pool.circuits = self.timeout_s, self.circuits
         pool.cache, pool.cache_mode = self.cache, self.cache_mode
         return pool
 
@@ -169,7 +190,8 @@ class Pool:
     async def render_chat(self, entry: ModelEntry, messages: Sequence[tuple[str, str]]) -> str:
         """The prompt text a self-hosted model sees for ``messages`` under its own chat template."""
         payload = [{"role": "user" if r == "human" else r, "content": c} for r, c in messages]
-        return await transport.render_chat(entry, self.base_url(entry), payload, self.timeout_s)
+        self.circuits.check(entry.name)
+        return await transport.render_chat(entry, self.base_url(entry), payload, self.timeout_for(entry))
 
     async def _render(self, entry: ModelEntry, messages: Sequence[tuple[str, str]]) -> str:
         key = sha256([entry.name, entry.gguf, entry.hf_model, [list(m) for m in messages]])
@@ -269,7 +291,8 @@ class Pool:
             if self.client_factory is not None:
                 client = self.client_factory(entry, kind, max_tokens)
             else:
-                client = transport.make_client(entry, self.base_url(entry), kind, max_tokens, self.timeout_s)
+                url, timeout = self.base_url(entry), self.timeout_for(entry)
+                client = transport.make_client(entry, url, kind, max_tokens, timeout)
             self._clients[key] = client
         return client
 
@@ -294,6 +317,7 @@ class Pool:
                 return _result(entry, recorded, time.perf_counter() - started, cache="hit")
             if self.cache_mode == "only":
                 raise EndpointError(entry.name, "replay cache only: no recorded response for this request")
+        self.circuits.check(entry.name)  # a model that is down fails now, saying when to retry
         try:
             response = await live()
         except Exception as exc:  # any transport or API failure is the endpoint's

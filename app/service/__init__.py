@@ -4,8 +4,9 @@ Entry points (CLI, Streamlit pages, the OpenAI-compatible server, the LangChain 
 (evaluation, bench) import what they need from here: ``from app.service import RouteGraphService``.
 """
 
+from app.pool.circuit import ModelDownError
 from app.pool.entries import router_from_checkpoint
-from app.service.registry import GRAPHS, QuestionError
+from app.service.registry import GRAPHS, ContextLengthError, QuestionError
 from app.service.resume import ResumeError
 from app.service.runs import RunResult
 from app.service.service import RouteGraphService
@@ -14,6 +15,8 @@ from storage.urls import store_files
 
 __all__ = [
     "GRAPHS",
+    "ContextLengthError",
+    "ModelDownError",
     "QuestionError",
     "ResumeError",
     "RouteGraphService",

@@ -1,4 +1,5 @@
-"""What a run was made with, recorded on its row: the graph code's version, the router and its weights."""
+"""What a run was made with, recorded on its row: the graph code's version, the router and its weights;
+and the pool as people see it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import hashlib
 from functools import lru_cache
 from importlib import import_module, metadata
 from pathlib import Path
+from typing import Any
 
-from app.pool import ModelEntry
+from app.config import PROJECT_ROOT
+from app.pool import ModelEntry, Pool
 from app.pool.local_servers import BUNDLED
 from app.service.registry import REGISTRY
 
@@ -56,3 +59,20 @@ def router_label(router: ModelEntry) -> str:
     weights = router.gguf if router.backend == "llamacpp" else router.hf_model
     bundled = weights in BUNDLED
     return router.name if weights is None or bundled else f"{router.name} [{weights}]"
+
+
+def pool_view(pool: Pool) -> dict[str, Any]:
+    """What the pool is, for people: its file (relative to the project when inside it), the router and the
+    weights it runs, and every entry's prices and descriptors."""
+    source = pool.source
+    if source is not None and Path(source).resolve().is_relative_to(PROJECT_ROOT):
+        source = Path(source).resolve().relative_to(PROJECT_ROOT)
+    return {
+        "file": str(source) if source else "(built in code)",
+        "router": router_label(pool.router),
+        "router_weights": router_weights(pool.router),
+        "entries": [
+            {"role": "router" if e is pool.router else "candidate", **e.model_dump()}
+            for e in pool.all_entries()
+        ],
+    }

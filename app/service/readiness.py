@@ -1,15 +1,15 @@
-"""Whether the service can answer now: each pool endpoint reachable and the trace store writable (what
-``GET /ready`` reports)."""
+"""Whether the service can answer now: no model down, each pool endpoint reachable and the trace store
+writable (what ``GET /ready`` reports)."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.pool import Pool
+from app.pool import ModelEntry, Pool
 from storage import db
 
 
@@ -21,13 +21,19 @@ class Readiness:
     """Pool entry (router included) → its endpoint answered. Recorded-outcome entries have none."""
     database: str | None
     """Why the trace store cannot take a write, or None."""
+    down: dict[str, str] = field(default_factory=dict)
+    """Entry → why its circuit is open ('down, restarting; retry in 3 s (killed by signal 9)')."""
 
     @property
     def ready(self) -> bool:
         return self.database is None and all(self.endpoints.values())
 
     def to_dict(self) -> dict[str, Any]:
-        down = [f"model {name}: endpoint unreachable" for name, up in self.endpoints.items() if not up]
+        down = [
+            f"model {name}: {self.down.get(name, 'endpoint unreachable')}"
+            for name, up in self.endpoints.items()
+            if not up
+        ]
         if self.database is not None:
             down.append(f"database: {self.database}")
         return {
@@ -39,8 +45,15 @@ class Readiness:
 
 
 async def readiness(pool: Pool, factory: sessionmaker[Session]) -> Readiness:
-    """Ask every pool endpoint at once, and make a write check on the store that leaves nothing behind."""
+    """Ask every pool endpoint whose circuit is closed at once, and make a write check on the store that
+    leaves nothing behind."""
     entries = [e for e in pool.all_entries() if e.backend != "recorded"]
-    answers = await asyncio.gather(*(pool.health(e) for e in entries))
+    outages = {e.name: pool.circuits.outage(e.name) for e in entries}
+    down = {name: outage.describe() for name, outage in outages.items() if outage is not None}
+    answers = await asyncio.gather(*(_up(pool, e, e.name in down) for e in entries))
     problem = await asyncio.to_thread(db.write_problem, factory)
-    return Readiness({e.name: up for e, up in zip(entries, answers, strict=True)}, problem)
+    return Readiness({e.name: up for e, up in zip(entries, answers, strict=True)}, problem, down)
+
+
+async def _up(pool: Pool, entry: ModelEntry, down: bool) -> bool:
+    return False if down else await pool.health(entry)

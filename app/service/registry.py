@@ -21,6 +21,10 @@ class QuestionError(ValueError):
     """The question cannot be asked (empty, a bad option, or an unknown graph)."""
 
 
+class ContextLengthError(QuestionError):
+    """The question (with its context) does not fit the context window of the model that reads it."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """A run's options, stored on its row so that a resume uses the same ones."""
@@ -45,6 +49,8 @@ class GraphSpec:
     """(settings, pool, options) → (compiled graph without a checkpointer, runtime context, run config)."""
     state_types: Callable[[], tuple[type, ...]]
     """Our classes inside its state (imported lazily: listing graphs does not build them)."""
+    first_prompt: Callable[[str, ModelPool, RunOptions], list[tuple[str, str]]]
+    """The router's first prompt for a question: what must fit its context window for the run to start."""
 
 
 def _bind_router_r1(
@@ -81,6 +87,18 @@ def _bind_r2(settings: Settings, pool: ModelPool, options: RunOptions) -> tuple[
     return graph, context, {"recursion_limit": recursion_limit(options.max_turns)}
 
 
+def _router_r1_prompt(question: str, pool: ModelPool, options: RunOptions) -> list[tuple[str, str]]:
+    from graphs.router_r1.prompts import router_messages
+
+    return router_messages(question, pool.models)
+
+
+def _r2_prompt(question: str, pool: ModelPool, options: RunOptions) -> list[tuple[str, str]]:
+    from graphs.r2_reasoner.prompts import decompose_messages
+
+    return decompose_messages(question, options.max_turns)
+
+
 def _router_r1_types() -> tuple[type, ...]:
     from graphs.router_r1.prompts import Action
 
@@ -104,6 +122,7 @@ REGISTRY: dict[str, GraphSpec] = {
             default_turns=lambda s: s.max_turns,
             bind=_bind_router_r1,
             state_types=_router_r1_types,
+            first_prompt=_router_r1_prompt,
         ),
         GraphSpec(
             name="r2-reasoner",
@@ -112,6 +131,7 @@ REGISTRY: dict[str, GraphSpec] = {
             default_turns=lambda s: s.r2_max_subtasks,
             bind=_bind_r2,
             state_types=_r2_types,
+            first_prompt=_r2_prompt,
         ),
     )
 }

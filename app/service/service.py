@@ -14,18 +14,18 @@ from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from app.config import PROJECT_ROOT, Settings
+from app.config import Settings
 from app.pool import CallResult, ModelEntry, Pool, configured_pool
+from app.pool.circuit import ModelDownError
 from app.pool.local_servers import LocalServers
-from app.service import feedback, traces
+from app.service import admission, feedback, traces
 from app.service.checkpointer import Checkpoints, thread_config
 from app.service.loop import LoopThread
-from app.service.provenance import graph_version, router_label, router_weights
+from app.service.provenance import graph_version, pool_view, router_label, router_weights
 from app.service.readiness import Readiness, readiness
-from app.service.registry import REGISTRY, QuestionError, RunOptions, graph_spec, run_options
+from app.service.registry import REGISTRY, RunOptions, graph_spec, run_options
 from app.service.resume import (
     ResumeError,
     ensure_resumable,
@@ -119,9 +119,7 @@ class RouteGraphService:
         The graph runs as LangGraph thread ``run-<id>``, checkpointed after every super-step in the trace
         store's database, so an interrupted run can be continued with :meth:`aresume`.
         """
-        if not question or not question.strip():
-            raise QuestionError("the question is empty")
-        options = run_options(self.settings, graph, budget_usd, max_turns)
+        options = self.check_question(question, graph, budget_usd, max_turns)
         async with self._checkpoints.open() as saver:
             run_id = self._open_run(question, graph, options)
             plan = self._plan(run_id, graph, question, options, saver)
@@ -131,6 +129,16 @@ class RouteGraphService:
             async with aclosing(run):
                 async for item in run:
                     yield item
+
+    def check_question(
+        self, question: str, graph: str, budget_usd: float | None = None, max_turns: int | None = None
+    ) -> RunOptions:
+        """The run's options, or the :class:`QuestionError` a run would meet before any model call."""
+        return admission.check_question(self.settings, self.pool, question, graph, budget_usd, max_turns)
+
+    def outage(self, target: str) -> ModelDownError | None:
+        """Why a request for ``target`` (a graph: its router; a pool model) would fail now."""
+        return admission.outage(self.pool, target)
 
     async def aresume(self, run_id: int) -> AsyncGenerator[Hop | RunResult, None]:
         """Continue an interrupted graph run from its last checkpoint, on the same run row.
@@ -319,20 +327,8 @@ class RouteGraphService:
         return self.pool.find(name)
 
     def pool_view(self) -> dict[str, Any]:
-        """What the pool is, for people: its file (relative to the project when inside it), the router and
-        the weights it runs, and every entry's prices and descriptors."""
-        source = self.pool.source
-        if source is not None and Path(source).resolve().is_relative_to(PROJECT_ROOT):
-            source = Path(source).resolve().relative_to(PROJECT_ROOT)
-        return {
-            "file": str(source) if source else "(built in code)",
-            "router": router_label(self.pool.router),
-            "router_weights": router_weights(self.pool.router),
-            "entries": [
-                {"role": "router" if e is self.pool.router else "candidate", **e.model_dump()}
-                for e in self.pool.all_entries()
-            ],
-        }
+        """What the pool is, for people: its file, the router, its weights and every entry."""
+        return pool_view(self.pool)
 
     async def pool_health(self) -> dict[str, bool]:
         """Whether each entry's endpoint answers now (router and candidates)."""
@@ -345,12 +341,17 @@ class RouteGraphService:
     ) -> CallResult:
         """One pool model answers a conversation directly (no graph, nothing stored); a base model gets the
         last user turn through its few-shot template."""
-        entry = self.pool.get(name)
-        cap = max_tokens or self.settings.response_max_tokens
+        entry, cap = self.check_call(name, messages, max_tokens=max_tokens)
         if entry.mode == "completion":
             question = next((text for role, text in reversed(messages) if role == "human"), "")
             return await self.pool.ask(entry.name, question, max_tokens=cap)
         return await self.pool.chat(entry, messages, max_tokens=cap)
+
+    def check_call(
+        self, name: str, messages: Sequence[tuple[str, str]], *, max_tokens: int | None = None
+    ) -> tuple[ModelEntry, int]:
+        """The entry and reply cap of a direct call, or ``ContextLengthError`` when it cannot fit."""
+        return admission.check_call(self.settings, self.pool, name, messages, max_tokens)
 
     def reference_cost(self, input_tokens: int, output_tokens: int) -> tuple[str, float]:
         """What these tokens would have cost on the pool's most expensive model: (name, USD)."""

@@ -62,7 +62,9 @@ def test_pool_server_killed_mid_run(settings: Settings, split_pool: Pool) -> Non
         assert result.status == "ok"
         failed = [h for h in result.hops if h.node == "route"]
         assert failed and all(h.error and "Gemma-3-270M" in h.error for h in failed)
-        assert "cannot connect" in (failed[0].error or "")
+        # Refused by its circuit (the supervisor restarts it meanwhile), or a refused connection when the
+        # call had started before the kill.
+        assert any(s in (failed[0].error or "") for s in ("down, restarting; retry in", "cannot connect"))
         assert "did not answer" in str(failed[0].detail["told_router"])
         # The router was told, in its information block, and still produced a final answer.
         later_thoughts = [h for h in result.hops[1:] if h.router_text is not None]
