@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from graphs.answers import AnswerFormat, answer_format
 from graphs.ports import ModelCard
-from graphs.router_r1.rules import QUERY_MAX_CHARS
+from graphs.router_r1.rules import passed_on
 
 ROUTER_SYSTEM = "You are a helpful assistant that answers questions by consulting other language models."
 
@@ -92,7 +92,7 @@ def router_user_prompt(question: str, models: Sequence[ModelCard]) -> str:
         names=", ".join(m.name for m in models),
         descriptions=render_models(models),
         answer_style=style,
-        example_query=" ".join(question.split())[:QUERY_MAX_CHARS],
+        example_query=passed_on(question),
         question=question.strip(),
     )
 

@@ -12,6 +12,7 @@ from graphs.router_r1.rules import (
     answers_question,
     final_answer_grammar,
     is_repeat,
+    passed_on,
     reply_answer,
     step_grammar,
     step_rules,
@@ -64,7 +65,7 @@ def test_repeat_is_the_same_model_and_query_up_to_case_and_spacing() -> None:
 
 def test_step_rules() -> None:
     fresh = step_rules(FRANCE, [], max_turns=2, min_routes=1)
-    assert fresh == StepRules(allow_route=True, allow_answer=False)  # must consult first
+    assert fresh == StepRules(allow_route=True, allow_answer=False, query=FRANCE)  # consult, passing it on
     sub = [Route("M", "Which river runs through Paris?", "The Seine")]
     assert step_rules(FRANCE, sub, max_turns=2, min_routes=1) == StepRules(True, True)
     answered = [Route("M", FRANCE, "Paris")]
@@ -83,6 +84,20 @@ def test_step_grammar_lists_the_models_and_allows_what_the_rules_allow() -> None
     assert only_answer.splitlines()[0].endswith("( answer )")
     with pytest.raises(ValueError, match="must allow"):
         step_grammar(MODELS, rules=StepRules(allow_route=False, allow_answer=False))
+
+
+def test_the_first_route_passes_the_question_on_word_for_word() -> None:
+    """A free first query is where a 0.5B router copied a model's descriptor instead of the question."""
+    question = 'Which is "red"?\nA. sky\nB. blood'
+    first = step_rules(question, [], max_turns=2)
+    assert first.query == 'Which is "red"? A. sky B. blood' == passed_on(question)  # one line, as sent
+    grammar = step_grammar(MODELS, question, first)
+    assert 'search ::= "<search> " model ": " "Which is \\"red\\"? A. sky B. blood" " </search>"' in grammar
+    later = step_rules(
+        question, [Route("M", "What colour is blood?", "It is red, like many things.")], max_turns=2
+    )
+    assert later.query is None and "[^<\\n ] [^<\\n]{0,400}" in step_grammar(MODELS, question, later)
+    assert len(passed_on("word " * 200)) == 400
 
 
 def test_step_grammar_escapes_quotes_and_backslashes() -> None:
