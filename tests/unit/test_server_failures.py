@@ -215,7 +215,7 @@ def test_a_run_that_fails_mid_stream_ends_with_an_openai_error_event(tmp_path: P
 
 
 def test_a_tool_message_to_a_pool_model_is_400_not_502(client: tuple[TestClient, RouteGraphService]) -> None:
-    # Found by fuzzing (test_fuzz_serving.py): LangChain needs a tool_call_id, so the call failed upstream (502).
+    # Found by fuzzing (test_fuzz_serving.py): LangChain needs a tool_call_id; the call failed upstream (502).
     turns = [{"role": "tool", "content": "42"}, {"role": "user", "content": "And?"}]
     response = client[0].post("/v1/chat/completions", json={"model": BIG, "messages": turns})
     assert response.status_code == 400 and error_of(response)["param"] == "messages.0.role"
