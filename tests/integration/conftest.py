@@ -14,7 +14,9 @@ from app.service import RouteGraphService
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path / 'traces.db'}", request_timeout_s=60)
+    # No request_timeout_s: each pool entry waits its backend's default (llama.cpp: 300 s), so a model
+    # server restarting beside a call on a loaded 2-core machine does not time the router out.
+    return Settings(database_url=f"sqlite:///{tmp_path / 'traces.db'}")
 
 
 @pytest.fixture(scope="session")
