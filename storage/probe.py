@@ -24,41 +24,54 @@ FileState = Literal["missing", "empty", "database"]
 
 
 def file_state(path: Path) -> FileState:
-    """Nothing, an empty file, or what its header says is a whole SQLite database; StoreError otherwise."""
+    """Nothing, an empty file, or a whole SQLite database; StoreError otherwise.
+
+    SQLite itself reads the header, on a read-only connection: this process may already hold connections
+    to the file, and closing any other descriptor of it would drop every POSIX lock the process holds on
+    it (another process would then take itself for the last connection and delete the WAL this one still
+    writes to). SQLite's own close keeps a descriptor open while its other connections hold locks.
+    """
     try:
         if not path.exists():
             return "missing"
-        with path.open("rb") as handle:  # a directory raises IsADirectoryError here
-            header = handle.read(HEADER_BYTES)
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
         size = path.stat().st_size
     except OSError as exc:  # a directory at the path, no permission, a file where a folder should be
         raise StoreError(f"cannot open trace store {path}: {exc.strerror or exc}") from None
-    if not header:
+    if size == 0:
         return "empty"
-    if not header.startswith(SQLITE_MAGIC):
-        raise StoreError(f"{path} is not a SQLite database (set ROUTEGRAPH_DATABASE_URL elsewhere)")
-    damage = _header_damage(path, header, size)
-    if damage:
+    if size < HEADER_BYTES:  # SQLite would take a few stray bytes for an empty database
+        damage = f"{size} bytes, shorter than SQLite's {HEADER_BYTES}-byte header"
         raise StoreError(
-            f"{path} is a damaged SQLite database ({damage}); restore it from a backup or set "
+            f"{path} is not a SQLite database, or a damaged one ({damage}); set "
             "ROUTEGRAPH_DATABASE_URL elsewhere"
         )
+    if not os.access(path, os.R_OK):
+        raise StoreError(f"cannot open trace store {path}: Permission denied")
+    try:
+        connection = sqlite3.connect(read_only_uri(path), uri=True)
+        try:
+            page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+            pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" not in str(exc):
+            raise StoreError(f"cannot open trace store {path}: {exc}") from None
+        raise StoreError(f"{path} is not a SQLite database (set ROUTEGRAPH_DATABASE_URL elsewhere)") from None
+    # Pages still in a write-ahead log are not in the file yet.
+    if pages and not Path(f"{path}-wal").exists() and size < pages * page_size:
+        damage = f"the header says {pages * page_size} bytes, the file has {size}: truncated?"
+        raise StoreError(_damaged(path, damage))
     return "database"
 
 
-def _header_damage(path: Path, header: bytes, size: int) -> str | None:
-    """Why the header cannot describe this file (a cut copy, a half-written download), or None."""
-    if len(header) < HEADER_BYTES:
-        return f"{size} bytes, shorter than SQLite's {HEADER_BYTES}-byte header"
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    # The page count is valid only when its "version-valid-for" matches the change counter; pages still in
-    # a write-ahead log are not in the file yet.
-    counted = header[24:28] == header[92:96] and not Path(f"{path}-wal").exists()
-    if counted and pages and size < pages * page_size:
-        return f"the header says {pages * page_size} bytes, the file has {size}: truncated?"
-    return None
+def _damaged(path: Path, damage: str) -> str:
+    return (
+        f"{path} is a damaged SQLite database ({damage}); restore it from a backup or set "
+        "ROUTEGRAPH_DATABASE_URL elsewhere"
+    )
 
 
 def writable(path: Path) -> bool:

@@ -387,3 +387,38 @@ def test_list_runs_filters_by_cost_model_and_until(factory: Factory) -> None:
     assert ids(model="Big") == [dear] and ids(model="Router") == [cheap] and ids(model="None") == []
     assert ids(until=datetime.now() - timedelta(days=1)) == []
     assert ids(until=datetime.now() + timedelta(days=1)) == [dear, cheap]
+
+
+def test_opening_a_store_again_keeps_the_locks_of_its_open_connections(tmp_path: Path) -> None:
+    """SQLite's POSIX locks belong to the process: closing any other descriptor of the database file drops
+    them all. A second engine on the same file (the learning loop opens several) must not do that, or
+    another process that reads the store and closes takes itself for the last connection, checkpoints and
+    deletes the WAL that this process goes on writing to: the store ends up corrupt."""
+    import subprocess
+    import sys
+
+    url = file_url(tmp_path)
+    first = db.make_engine(url)
+    new_run(db.session_factory(first))  # a pooled connection stays open, holding its shared lock
+    second = db.make_engine(url)
+    try:
+        reader = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('select count(*) from runs'); c.close()"
+        )
+        subprocess.run([sys.executable, "-c", reader, str(tmp_path / "traces.db")], check=True, timeout=60)
+        # Another process's connection closed; ours are open, so the WAL must still be there.
+        assert (tmp_path / "traces.db-wal").exists()
+        run_id = new_run(db.session_factory(first))
+        assert db.get_run(db.session_factory(second), run_id) is not None
+    finally:
+        first.dispose()
+        second.dispose()
+    check = (
+        "import sqlite3, sys; "
+        "print(sqlite3.connect(sys.argv[1]).execute('pragma integrity_check').fetchone()[0])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check, str(tmp_path / "traces.db")], capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "ok"
