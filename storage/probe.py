@@ -62,16 +62,11 @@ def file_state(path: Path) -> FileState:
         raise StoreError(f"{path} is not a SQLite database (set ROUTEGRAPH_DATABASE_URL elsewhere)") from None
     # Pages still in a write-ahead log are not in the file yet.
     if pages and not Path(f"{path}-wal").exists() and size < pages * page_size:
-        damage = f"the header says {pages * page_size} bytes, the file has {size}: truncated?"
-        raise StoreError(_damaged(path, damage))
+        raise StoreError(
+            f"{path} is a damaged SQLite database (the header says {pages * page_size} bytes, the file has "
+            f"{size}: truncated?); restore it from a backup or set ROUTEGRAPH_DATABASE_URL elsewhere"
+        )
     return "database"
-
-
-def _damaged(path: Path, damage: str) -> str:
-    return (
-        f"{path} is a damaged SQLite database ({damage}); restore it from a backup or set "
-        "ROUTEGRAPH_DATABASE_URL elsewhere"
-    )
 
 
 def writable(path: Path) -> bool:
