@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from app.config import Settings, load_settings
 from app.service import GRAPHS, RouteGraphService, RunResult
+from app.service.conversation import question_from_turns
 from graphs.hops import Hop
 
 HOP_EVENT = "routegraph_hop"
@@ -40,13 +41,11 @@ class RouterRunError(RuntimeError):
 
 def question_from_messages(messages: list[BaseMessage], include_history: bool = True) -> str:
     """The last human message, with earlier messages prepended as context when ``include_history``."""
-    last = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=None)
-    if last is None:
+    # A HumanMessageChunk is a human turn too, though its type names the class.
+    turns = [("human" if isinstance(m, HumanMessage) else m.type, m.text) for m in messages]
+    question = question_from_turns(turns, "human", include_history=include_history)
+    if question is None:
         raise ValueError("RouterChatModel needs at least one human message")
-    question = messages[last].text
-    earlier = [f"{m.type}: {m.text}" for m in messages[:last] if m.text.strip()]
-    if include_history and earlier:
-        return "Context:\n" + "\n".join(earlier) + f"\n\nQuestion: {question}"
     return question
 
 

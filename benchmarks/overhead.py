@@ -6,7 +6,7 @@ Measures, in one run on the same servers:
   3. whole Router-R1 runs through the service (graph, hop events, SQLite commits), where overhead per hop is
      (run wall time − sum of the model calls' own latencies) / hops;
   4. the router's decode speed with and without its GBNF action grammar.
-Writes benchmarks/results/overhead.md.
+Writes benchmarks/results/overhead_<pool>.md for the configured pool (`ROUTEGRAPH_POOL_FILE`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ QUESTIONS = [
     "In which year did the Berlin Wall fall?",
 ]
 WARM_UP = "What colour is the sky on a clear day?"
-RESULTS = Path(__file__).parent / "results" / "overhead.md"
+RESULTS = Path(__file__).parent / "results"
+"""Where ``overhead_<pool file stem>.md`` goes: one report per pool measured."""
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -137,8 +138,9 @@ def main() -> None:
         f"Targets: < 5 ms per hop → {'met' if overhead_ms < 5 else 'NOT met'}; "
         f"< 5 % of model time → {'met' if share < 0.05 else 'NOT met'}.",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    out = RESULTS / f"overhead_{settings.pool_file.stem}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

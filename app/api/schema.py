@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.api.errors import from_validation, invalid
+from app.service.conversation import question_from_turns
 
 
 class ChatMessage(BaseModel):
@@ -65,13 +66,10 @@ def parse_request(raw: bytes) -> ChatRequest:
 
 def question_of(messages: list[ChatMessage]) -> str:
     """The last user turn, with the turns before it as its context."""
-    users = [i for i, m in enumerate(messages) if m.role == "user"]
-    if not users:
+    question = question_from_turns([(m.role, m.text) for m in messages], "user")
+    if question is None:
         raise invalid("messages must include a user message", "messages")
-    last = users[-1]
-    earlier = [f"{m.role}: {m.text}" for m in messages[:last] if m.text.strip()]
-    question = messages[last].text
-    return "Context:\n" + "\n".join(earlier) + f"\n\nQuestion: {question}" if earlier else question
+    return question
 
 
 def passthrough_messages(messages: list[ChatMessage]) -> list[tuple[str, str]]:

@@ -57,3 +57,10 @@ async def readiness(pool: Pool, factory: sessionmaker[Session]) -> Readiness:
 
 async def _up(pool: Pool, entry: ModelEntry, down: bool) -> bool:
     return False if down else await pool.health(entry)
+
+
+async def endpoint_health(pool: Pool) -> dict[str, bool]:
+    """Whether each entry's endpoint (router and candidates) answers now, all asked at once."""
+    entries = pool.all_entries()
+    results = await asyncio.gather(*(pool.health(e) for e in entries))
+    return {e.name: ok for e, ok in zip(entries, results, strict=True)}

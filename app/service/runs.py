@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,6 +174,36 @@ async def drive(
     yield RunResult.from_hops(
         run_id, plan.graph, plan.question, status, answer, error, list(hops), time.perf_counter() - started
     )
+
+
+def store_direct(
+    factory: sessionmaker[Session],
+    run_id: int,
+    graph: str,
+    question: str,
+    hops: list[Hop],
+    answer: str,
+    error: str | None,
+    latency_s: float | None,
+) -> RunResult:
+    """Store the hops of a run made of direct pool calls (no graph) on its open row and finish it: 'failed'
+    with an error, else 'ok'. ``latency_s`` defaults to the hops' own."""
+    for index, hop in enumerate(hops):
+        db.add_hop(factory, run_id, index, **hop_row(hop))
+    status = "failed" if error else "ok"
+    db.finish_run(factory, run_id, status=status, answer=answer, error=error)
+    total_latency = latency_s if latency_s is not None else sum(h.latency_s for h in hops)
+    return RunResult.from_hops(run_id, graph, question, status, answer, error, hops, total_latency)
+
+
+def final_result(items: Iterator[Hop | RunResult], on_hop: Callable[[Hop], None] | None) -> RunResult:
+    """The result a run's stream ends with, each hop before it handed to ``on_hop``."""
+    for item in items:
+        if isinstance(item, RunResult):
+            return item
+        if on_hop is not None:
+            on_hop(item)
+    raise AssertionError("a run's stream always ends with a RunResult")
 
 
 def hop_row(hop: Hop) -> dict[str, Any]:

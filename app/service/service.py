@@ -1,14 +1,12 @@
 """The service: one object that answers questions with a graph over the pool and keeps every run in the
 trace store. Runs stream a graph's updates and persist each hop as it arrives
 (:func:`app.service.runs.drive`), so a crash mid-run leaves every completed hop in the store; interrupted
-runs resume
-(:mod:`app.service.resume`); feedback scores runs (:mod:`app.service.feedback`); the read side is
+runs resume (:mod:`app.service.resume`); feedback scores runs (:mod:`app.service.feedback`); the read side is
 :mod:`app.service.traces`. Entry points reach the pool and the store only through this class.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing
@@ -24,7 +22,7 @@ from app.service import admission, feedback, traces
 from app.service.checkpointer import Checkpoints, thread_config
 from app.service.loop import LoopThread
 from app.service.provenance import graph_version, pool_view, router_label, router_weights
-from app.service.readiness import Readiness, readiness
+from app.service.readiness import Readiness, endpoint_health, readiness
 from app.service.registry import REGISTRY, RunOptions, graph_spec, run_options
 from app.service.resume import (
     ResumeError,
@@ -34,7 +32,7 @@ from app.service.resume import (
     pid_alive,
     process_owner,
 )
-from app.service.runs import RunPlan, RunResult, drive, hop_row
+from app.service.runs import RunPlan, RunResult, drive, final_result, store_direct
 from graphs.hops import Hop
 from graphs.router_r1.rewards import RewardConfig
 from storage import datasets, db, maintenance
@@ -198,11 +196,11 @@ class RouteGraphService:
 
     def ask(self, question: str, on_hop: Callable[[Hop], None] | None = None, **options: Any) -> RunResult:
         """Synchronous convenience for scripts and the CLI."""
-        return _last(self.stream(question, **options), on_hop)
+        return final_result(self.stream(question, **options), on_hop)
 
     def resume(self, run_id: int, on_hop: Callable[[Hop], None] | None = None) -> RunResult:
         """Synchronous :meth:`aresume`: continue an interrupted run and return it finished."""
-        return _last(self._loop.iterate(self.aresume(run_id)), on_hop)
+        return final_result(self._loop.iterate(self.aresume(run_id)), on_hop)
 
     def stream(self, question: str, **options: Any) -> Iterator[Hop | RunResult]:
         """Synchronous iteration over hops and the final result (Streamlit scripts run synchronously)."""
@@ -238,12 +236,7 @@ class RouteGraphService:
         ``graph`` labels the method (e.g. ``single:Gemma-3-270M``); a run with an error is ``failed``.
         """
         run_id = self._open_run(question, graph)
-        for index, hop in enumerate(hops):
-            db.add_hop(self._factory, run_id, index, **hop_row(hop))
-        status = "failed" if error else "ok"
-        db.finish_run(self._factory, run_id, status=status, answer=answer, error=error)
-        total_latency = latency_s if latency_s is not None else sum(h.latency_s for h in hops)
-        return RunResult.from_hops(run_id, graph, question, status, answer, error, hops, total_latency)
+        return store_direct(self._factory, run_id, graph, question, hops, answer, error, latency_s)
 
     # -- feedback and rewards (app.service.feedback) ---------------------------------------------------------
     def add_feedback(
@@ -332,9 +325,7 @@ class RouteGraphService:
 
     async def pool_health(self) -> dict[str, bool]:
         """Whether each entry's endpoint answers now (router and candidates)."""
-        entries = self.pool.all_entries()
-        results = await asyncio.gather(*(self.pool.health(e) for e in entries))
-        return {e.name: ok for e, ok in zip(entries, results, strict=True)}
+        return await endpoint_health(self.pool)
 
     async def call_model(
         self, name: str, messages: Sequence[tuple[str, str]], *, max_tokens: int | None = None
@@ -357,12 +348,3 @@ class RouteGraphService:
         """What these tokens would have cost on the pool's most expensive model: (name, USD)."""
         entry = self.pool.most_expensive()
         return entry.name, entry.cost(input_tokens, output_tokens)
-
-
-def _last(items: Iterator[Hop | RunResult], on_hop: Callable[[Hop], None] | None) -> RunResult:
-    for item in items:
-        if isinstance(item, RunResult):
-            return item
-        if on_hop is not None:
-            on_hop(item)
-    raise AssertionError("a run's stream always ends with a RunResult")

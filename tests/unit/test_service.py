@@ -292,3 +292,15 @@ def test_in_memory_database(tmp_path: Path) -> None:
         result = service.ask(QUESTION)
         run = service.get_run(result.run_id)
     assert run is not None and run.answer == "Paris" and len(run.hops) == 1
+
+
+def test_a_conversation_is_asked_as_its_last_user_turn_with_the_turns_before_as_context() -> None:
+    from app.service.conversation import question_from_turns
+
+    turns = [("system", "Be brief."), ("user", "Hi"), ("assistant", " "), ("user", "Capital of France?")]
+    assert question_from_turns(turns, "user") == (
+        "Context:\nsystem: Be brief.\nuser: Hi\n\nQuestion: Capital of France?"
+    )
+    assert question_from_turns(turns, "user", include_history=False) == "Capital of France?"
+    assert question_from_turns([("user", "Capital?")], "user") == "Capital?"
+    assert question_from_turns([("system", "Be brief.")], "user") is None
