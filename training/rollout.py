@@ -2,8 +2,10 @@
 
 The policy generates until a route call (``</search>``) or an answer; the call is answered by the pool
 (replay cache first, a live call on a miss, both recorded); the reply is appended as an information block
-whose tokens are marked 0 in ``env_mask`` so they carry no loss, as in Router-R1. Parsing and cost come from
-the graph's own parser and the pool's accounting: one implementation for serving and training.
+whose tokens are marked 0 in ``env_mask`` so they carry no loss, as in Router-R1. A reply that answered the
+question itself ends the trajectory with that answer, written by the environment as the graph's relay does.
+Parsing and cost come from the graph's own parser and the pool's accounting: one implementation for serving
+and training.
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ class RouterR1Rollout:
                 trajectory.extend(info_ids, information, from_policy=False)
                 trajectory.cost += cost
                 trajectory.asked.append(rules.Route(model=model, query=query, reply=reply))
+                given = self._rules(trajectory).answer
+                if given:  # the graph's relay: the reply answered the question itself, in its format
+                    relayed = prompts.RELAYED_ANSWER.format(answer=given)
+                    relayed_ids = tokenizer.encode(relayed, add_special_tokens=False)
+                    trajectory.extend(relayed_ids, relayed, from_policy=False)
+                    trajectory.done = True
         self.last_costs = [t.cost for t in trajectories]
         return {
             "prompt_ids": [t.prompt_ids for t in trajectories],
@@ -104,8 +112,10 @@ class RouterR1Rollout:
         """The graph's own rule: a route call is made only when it is no repeat and routing is allowed."""
         if not model or not query or rules.is_repeat(model, query, trajectory.asked):
             return False
-        step = rules.step_rules(trajectory.question, trajectory.asked, max_turns=self.config.max_turns)
-        return step.allow_route
+        return self._rules(trajectory).allow_route
+
+    def _rules(self, trajectory: Trajectory) -> rules.StepRules:
+        return rules.step_rules(trajectory.question, trajectory.asked, max_turns=self.config.max_turns)
 
     @staticmethod
     def _prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:

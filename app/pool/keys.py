@@ -22,8 +22,13 @@ class ResponseCache(Protocol):
 
 
 def normalise(messages: Sequence[tuple[str, str]]) -> list[list[str]]:
-    """Chat requests that differ only in whitespace are the same request for the replay cache."""
-    return [[role, " ".join(content.split())] for role, content in messages]
+    """Chat requests that differ only in spacing inside lines (runs of spaces, spaces at either end, blank
+    lines) are the same request for the replay cache. Line breaks count: Qwen2.5-1.5B answered 5 of 16
+    CommonsenseQA items differently when the choices stood on one line instead of one per line."""
+    return [
+        [role, "\n".join(" ".join(ln.split()) for ln in content.splitlines() if ln.strip())]
+        for role, content in messages
+    ]
 
 
 def request_key(

@@ -1,4 +1,5 @@
-"""Router-R1 nodes: think → route → integrate → think … → answer (or a forced final answer)."""
+"""Router-R1 nodes: think → route → integrate → think … → answer (or a forced final answer, or the answer a
+route call's reply gave the question itself, relayed)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,24 @@ async def route(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, An
 def integrate(state: State) -> dict[str, Any]:
     """Fold the pool model's reply into the router's context as an information block."""
     return {"transcript": state["transcript"] + state["information"], "information": ""}
+
+
+def after_integrate(state: State, runtime: Runtime[RouterR1Context]) -> Literal["think", "relay"]:
+    """Relay when a reply answered the question itself in its format (the rules allow no other answer);
+    otherwise the router reads the information and goes on."""
+    return "relay" if _step_rules(state, runtime.context).answer else "think"
+
+
+def relay(state: State, runtime: Runtime[RouterR1Context]) -> dict[str, Any]:
+    """End the run with the answer a route call's reply gave the question, written into the trajectory as
+    the router's answer would be (no model call: the router could only copy it)."""
+    given = _step_rules(state, runtime.context).answer
+    assert given, "relay is only reached when a reply answered the question"
+    return {
+        "transcript": state["transcript"] + prompts.RELAYED_ANSWER.format(answer=given),
+        "answer": given,
+        "error": None,
+    }
 
 
 def answer(state: State) -> dict[str, Any]:

@@ -15,32 +15,24 @@ from pydantic import BaseModel
 
 from graphs.answers import AnswerFormat, answer_format
 from graphs.ports import ModelCard
-from graphs.router_r1.rules import passed_on
 
 ROUTER_SYSTEM = "You are a helpful assistant that answers questions by consulting other language models."
 
-ROUTER_INSTRUCTIONS = """Answer the given question. \
-Every time you receive new information, you must first conduct reasoning inside <think> ... </think>, \
-briefly, for example: <think> Maths and multiple choice need the strongest model; a simple fact may go to a \
-cheaper one. </think> \
-After reasoning, if you find you lack some knowledge, you can call a specialized LLM by writing a query \
-inside <search> LLM-Name: Your-Query </search>. The response is returned between <information> and \
-</information>. Weigh each model's ability against its price.
+ROUTER_INSTRUCTIONS = """Answer the question by consulting the models below, weighing each one's ability \
+against its price. Before each action, reason briefly inside <think> ... </think>, for example: \
+<think> Maths and multiple choice need the strongest model; a simple fact may go to a cheaper one. </think> \
+To consult a model, write <search> Model-Name: query </search> with the exact name of one of [{names}]; \
+its reply comes back inside <information> ... </information>. To have a model solve the whole question, \
+pass the question on word for word as the query. Never ask a model the same query twice. Once the \
+information answers the question, give the final answer inside <answer> ... </answer>: {answer_style}.
 
-#### The models
 {descriptions}
 
-Rules for <search>: replace LLM-Name with the EXACT name of one model from [{names}], and Your-Query with \
-a concrete question that helps answer the original question. To have a model solve the whole question, pass \
-it on word for word, with its choices: <search> LLM-Name: {example_query} </search>. Never ask the same \
-model the same query twice.
-As soon as the information answers the question, give the final answer inside <answer> ... </answer> \
-without explanation: {answer_style}, taken from the information.
 Question: {question}
 """
 QUESTION_LABEL = "Question: "
 
-MODEL_DESCRIPTION = "{name} (${price_in:.2f}/${price_out:.2f} per 1M tokens in/out, ~{latency_s:.1f}s): \
+MODEL_DESCRIPTION = "- {name} (${price_in:.2f}/${price_out:.2f} per 1M tokens in/out, ~{latency_s:.1f}s): \
 {descriptor}{performance}"
 
 POOL_MODEL_SYSTEM = (
@@ -64,6 +56,8 @@ BUDGET_REFUSAL = (
 )
 ENDPOINT_FAILURE = "Error: {model} did not answer ({reason}). Try another model or answer."
 FORCED_ANSWER_PREFIX = "\n<answer> "
+RELAYED_ANSWER = "<answer> {answer} </answer>"
+"""A reply's answer to the question itself, ending the trajectory after its information block."""
 
 SEARCH_STOP = "</search>"
 ANSWER_STOP = "</answer>"
@@ -92,7 +86,6 @@ def router_user_prompt(question: str, models: Sequence[ModelCard]) -> str:
         names=", ".join(m.name for m in models),
         descriptions=render_models(models),
         answer_style=style,
-        example_query=passed_on(question),
         question=question.strip(),
     )
 

@@ -122,20 +122,29 @@ def test_prefer_misses_on_a_different_model(cache: SqlResponseCache) -> None:
     assert (small.cache, big.cache) == ("miss", "miss")
 
 
-def test_prefer_hits_on_whitespace_only_differences_in_chat(cache: SqlResponseCache) -> None:
+def test_prefer_hits_on_spacing_only_differences_in_chat(cache: SqlResponseCache) -> None:
     pool = cached_pool(cache, "prefer", ["Paris.", "never used"])
-    first = ask(pool, "capital  of\nFrance?", system=" Be   brief. ")
-    second = ask(pool, "  capital of France?\t", system="Be brief.")
+    first = ask(pool, "capital  of\nFrance? \n\n", system=" Be   brief. ")
+    second = ask(pool, "  capital of \nFrance?\t", system="Be brief.")
     assert (first.cache, second.cache) == ("miss", "hit")
     assert len(fake(pool, SMALL).calls) == 1
     assert same_answer(first, second)
 
 
-def test_prefer_hits_for_chat_messages_differing_only_in_whitespace(cache: SqlResponseCache) -> None:
+def test_a_line_break_makes_another_request(cache: SqlResponseCache) -> None:
+    """Choices one per line and the same choices on one line are read differently by a model."""
+    pool = cached_pool(cache, "prefer", ["A", "B"])
+    lines = ask(pool, "Which?\nA. sky\nB. blood")
+    one_line = ask(pool, "Which? A. sky B. blood")
+    assert (lines.cache, one_line.cache) == ("miss", "miss")
+    assert (lines.text, one_line.text) == ("A", "B")
+
+
+def test_prefer_hits_for_chat_messages_differing_only_in_spacing(cache: SqlResponseCache) -> None:
     pool = cached_pool(cache, "prefer", ["Paris.", "never used"])
     entry = pool.get(SMALL)
-    first = asyncio.run(pool.chat(entry, [("human", "a\n\nb")], max_tokens=32))
-    second = asyncio.run(pool.chat(entry, [("human", "a b")], max_tokens=32))
+    first = asyncio.run(pool.chat(entry, [("human", "a\n\n  b ")], max_tokens=32))
+    second = asyncio.run(pool.chat(entry, [("human", "a\nb")], max_tokens=32))
     assert (first.cache, second.cache) == ("miss", "hit")
 
 

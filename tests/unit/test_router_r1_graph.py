@@ -15,6 +15,7 @@ from app.pool import EndpointError, Pool
 from graphs.hops import Hop, total_cost
 from graphs.router_r1 import prompts
 from graphs.router_r1.graph import graph
+from graphs.router_r1.rewards import is_well_formed
 from graphs.router_r1.state import RouterR1Context
 from tests.fakes import BIG, ROUTER, SMALL, count_words, fake, make_fake_pool
 
@@ -171,6 +172,21 @@ def test_an_answered_question_leaves_only_the_answer() -> None:
     assert result["hops"][2].detail == {"answer_only": "answered"}  # the step was told so (its grammar)
     assert result["hops"][-1].detail["forced"] == "question answered"
     assert result["answer"] == "Paris"
+
+
+def test_a_letter_given_to_the_question_itself_is_relayed_without_another_router_step() -> None:
+    question = (
+        "Where does a wild bird usually live?\nA. cage\nB. sky\nC. countryside\nAnswer with the letter."
+    )
+    pool = make_fake_pool(
+        {ROUTER: [think_route(BIG, question)], BIG: ["Wild birds live outdoors, in the country.\nAnswer: C"]}
+    )
+    result = run_graph(pool, question=question)
+    assert nodes(result) == ["think", "route"]  # the router is not asked to copy the letter
+    assert len(fake(pool, ROUTER).calls) == 1
+    assert result["answer"] == "C" and result.get("error") is None
+    assert result["transcript"].endswith("</information>\n<answer> C </answer>")
+    assert is_well_formed(result["transcript"], pool.names)
 
 
 @pytest.mark.parametrize(

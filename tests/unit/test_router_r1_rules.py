@@ -14,6 +14,7 @@ from graphs.router_r1.rules import (
     is_repeat,
     passed_on,
     reply_answer,
+    stated_answer,
     step_grammar,
     step_rules,
 )
@@ -72,6 +73,42 @@ def test_step_rules() -> None:
     assert step_rules(FRANCE, answered, max_turns=4) == StepRules(False, True, "answered")
     full = [Route("M", "a?", None), Route("M", "b?", None)]
     assert step_rules(FRANCE, full, max_turns=2) == StepRules(False, True, "max turns")
+    # The last call allowed answered the question: the run ended because it was answered, not by the cap.
+    last = [Route("M", "a?", None), Route("M", FRANCE, "Paris")]
+    assert step_rules(FRANCE, last, max_turns=2).answer_only == "answered"
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "stated"),
+    [
+        (CHOICE, "Birds fly, and the sky is open.\nAnswer: B", "B"),
+        (CHOICE, "B. sky", "B"),
+        (CHOICE, "Answer: the sky", None),  # no letter: the router has to map it to a choice
+        (MATH, "5 + 9 = 14\nAnswer: 14 apples", "14"),
+        (MATH, "Answer: fourteen", None),
+        (FRANCE, "Paris.", "Paris"),
+        (FRANCE, " ".join(["blah"] * 30), None),
+        (CHOICE, None, None),
+    ],
+)
+def test_stated_answer_is_the_replys_answer_in_the_questions_format(
+    question: str, reply: str | None, stated: str | None
+) -> None:
+    assert stated_answer(question, reply) == stated
+
+
+def test_a_letter_or_number_given_to_the_question_itself_is_the_runs_answer() -> None:
+    """The graph relays it (no router step); a span the router still writes, shortening the reply."""
+    choice = step_rules(CHOICE, [Route("M", CHOICE, "Birds live outdoors.\nAnswer: C")], max_turns=4)
+    assert (choice.answer_only, choice.answer) == ("answered", "C")
+    math = step_rules(MATH, [Route("M", MATH, "Answer: 14")], max_turns=4)
+    assert math.answer == "14"
+    span = step_rules(FRANCE, [Route("M", FRANCE, "Paris is the capital of France.")], max_turns=4)
+    assert (span.answer_only, span.answer) == ("answered", None)
+    unclear = step_rules(CHOICE, [Route("M", CHOICE, "Answer: the countryside")], max_turns=4)
+    assert (unclear.answer_only, unclear.answer) == ("answered", None)  # the router picks the letter
+    sub = step_rules(CHOICE, [Route("M", "Do birds fly?", "Answer: yes, B")], max_turns=4)
+    assert sub.answer is None and sub.allow_route  # a sub-question's reply does not end the run
 
 
 def test_step_grammar_lists_the_models_and_allows_what_the_rules_allow() -> None:
@@ -90,14 +127,17 @@ def test_the_first_route_passes_the_question_on_word_for_word() -> None:
     """A free first query is where a 0.5B router copied a model's descriptor instead of the question."""
     question = 'Which is "red"?\nA. sky\nB. blood'
     first = step_rules(question, [], max_turns=2)
-    assert first.query == 'Which is "red"? A. sky B. blood' == passed_on(question)  # one line, as sent
+    assert first.query == question == passed_on(f"  {question}\n")  # whole, its lines kept, as sent
     grammar = step_grammar(MODELS, question, first)
-    assert 'search ::= "<search> " model ": " "Which is \\"red\\"? A. sky B. blood" " </search>"' in grammar
+    assert (
+        'search ::= "<search> " model ": " "Which is \\"red\\"?\\nA. sky\\nB. blood" " </search>"' in grammar
+    )
     later = step_rules(
         question, [Route("M", "What colour is blood?", "It is red, like many things.")], max_turns=2
     )
     assert later.query is None and "[^<\\n ] [^<\\n]{0,400}" in step_grammar(MODELS, question, later)
-    assert len(passed_on("word " * 200)) == 400
+    long = "word " * 200  # a long problem is passed on whole; only a query the router writes is capped
+    assert passed_on(long) == long.strip()
 
 
 def test_step_grammar_escapes_quotes_and_backslashes() -> None:
