@@ -4,8 +4,10 @@ The policy generates until a route call (``</search>``) or an answer; the call i
 (replay cache first, a live call on a miss, both recorded); the reply is appended as an information block
 whose tokens are marked 0 in ``env_mask`` so they carry no loss, as in Router-R1. A reply that answered the
 question itself ends the trajectory with that answer, written by the environment as the graph's relay does.
-Parsing and cost come from the graph's own parser and the pool's accounting: one implementation for serving
-and training.
+The first route call carries the question whole, as the serving grammar forces it (:func:`rules.passed_on`):
+the policy chooses the model, and the environment writes the query after ``Model:``, so training sees the
+calls serving makes (and the replay cache holds the single-model answers to them). Parsing and cost come
+from the graph's own parser and the pool's accounting: one implementation for serving and training.
 """
 
 from __future__ import annotations
@@ -75,8 +77,16 @@ class RouterR1Rollout:
             routes: list[tuple[Trajectory, str, str]] = []
             for trajectory, ids in zip(active, steps, strict=True):
                 text = tokenizer.decode(ids, skip_special_tokens=True)
-                trajectory.extend(ids, text, from_policy=True)
                 action = prompts.parse_action(text, self.pool.names)
+                forced = self._rules(trajectory).query if action.kind == "route" else None
+                if forced is not None:
+                    ids, text, written = self._pass_question_on(tokenizer, ids, text, forced)
+                    written_ids = tokenizer.encode(written, add_special_tokens=False)
+                    trajectory.extend(ids, text, from_policy=True)
+                    trajectory.extend(written_ids, written, from_policy=False)
+                    action = action.model_copy(update={"query": forced})
+                else:
+                    trajectory.extend(ids, text, from_policy=True)
                 room = len(trajectory.completion_ids) < self.config.max_completion_tokens
                 if action.kind == "route" and room and self._allowed(trajectory, action.model, action.query):
                     assert action.model and action.query
@@ -107,6 +117,24 @@ class RouterR1Rollout:
             "cost": [t.cost for t in trajectories],
             "routes": [t.routes for t in trajectories],
         }
+
+    @staticmethod
+    def _pass_question_on(
+        tokenizer: Any, ids: list[int], text: str, question: str
+    ) -> tuple[list[int], str, str]:
+        """Split a first route step at ``Model:``: the policy's tokens up to there (its choice of model),
+        their text, and what the environment writes instead of the policy's own query (the question whole,
+        as the serving grammar forces it). A token reaching past the colon goes to the environment too."""
+        search_at = text.find("<search>")
+        head = text[: text.find(":", search_at) + 1]
+        kept, kept_text = 0, ""
+        for end in range(1, len(ids) + 1):
+            prefix = tokenizer.decode(ids[:end], skip_special_tokens=True)
+            if not head.startswith(prefix):
+                break
+            kept, kept_text = end, prefix
+        written = f"{head[len(kept_text) :]} {question} {prompts.SEARCH_STOP}"
+        return ids[:kept], kept_text, written
 
     def _allowed(self, trajectory: Trajectory, model: str | None, query: str | None) -> bool:
         """The graph's own rule: a route call is made only when it is no repeat and routing is allowed."""

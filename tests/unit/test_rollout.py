@@ -75,7 +75,9 @@ def test_a_letter_given_to_the_question_itself_ends_the_trajectory_written_by_th
     assert policy.seen[CHOICE] == 1  # the policy was not asked to copy the letter
     relayed = len("<answer> C </answer>")
     assert out["env_mask"][0][-relayed:] == [0] * relayed  # environment text: no loss on it
-    assert out["env_mask"][0][: len(route_choice)] == [1] * len(route_choice)
+    chosen = len(f"<think>Choices need the big one.</think>\n<search> {BIG}:")
+    assert out["env_mask"][0][:chosen] == [1] * chosen  # the policy's step up to its choice of model
+    assert out["env_mask"][0][chosen : len(route_choice)] == [0] * (len(route_choice) - chosen)
     assert is_well_formed(choice_text, pool.names)
     # A span: the policy writes the answer itself, after the information.
     france_text = tokenizer.decode(out["completion_ids"][1])
@@ -83,3 +85,41 @@ def test_a_letter_given_to_the_question_itself_ends_the_trajectory_written_by_th
     assert out["env_mask"][1][-len("<answer> Paris </answer>") :] == [1] * len("<answer> Paris </answer>")
     assert out["routes"] == [1, 1] and len(fake(pool, BIG).calls) == 1
     assert out["cost"][0] > 0
+
+
+def test_the_first_route_call_carries_the_question_whole_written_by_the_environment() -> None:
+    """As under the serving grammar: the policy picks the model, the question follows ``Model:`` as it is,
+    so the call is the one a single-model baseline made (and the replay cache holds)."""
+    pool = make_fake_pool({SMALL: ["Paris", "Lyon"]})
+    first = f"<think>A fact.</think>\n<search> {SMALL}: capital city of the French? </search>"
+    second = f"<think>Again.</think>\n<search> {SMALL}: second city of France? </search>"
+    policy = ScriptedPolicy({FRANCE: [first, second]})
+    rollout = RouterR1Rollout(pool, RolloutConfig(max_turns=2))
+
+    out = rollout([prompt(FRANCE)], Trainer(policy))
+
+    calls = fake(pool, SMALL).calls
+    assert calls[0].last_text == FRANCE  # the policy's paraphrase never reached the model
+    text = CharTokenizer().decode(out["completion_ids"][0])
+    assert text.startswith(f"<think>A fact.</think>\n<search> {SMALL}: {FRANCE} </search>\n<information>")
+    chosen = len(f"<think>A fact.</think>\n<search> {SMALL}:")
+    written = len(f" {FRANCE} </search>")
+    mask = out["env_mask"][0]
+    assert mask[:chosen] == [1] * chosen and mask[chosen : chosen + written] == [0] * written
+    # "Paris" answered the question itself (a span: the router would still write it); no second call.
+    assert out["routes"] == [1] and len(calls) == 1
+
+
+def test_a_later_route_call_keeps_the_policys_own_query() -> None:
+    pool = make_fake_pool({SMALL: ["Some long reply " * 10], BIG: ["Lyon"]})  # 30 words: no answer
+    first = f"<think>A fact.</think>\n<search> {SMALL}: {FRANCE} </search>"
+    second = f"<think>Ask again.</think>\n<search> {BIG}: largest city in France? </search>"
+    policy = ScriptedPolicy({FRANCE: [first, second, "<think>ok</think>\n<answer> Paris </answer>"]})
+    rollout = RouterR1Rollout(pool, RolloutConfig(max_turns=2))
+
+    out = rollout([prompt(FRANCE)], Trainer(policy))
+
+    assert fake(pool, BIG).calls[0].last_text == "largest city in France?"
+    text = CharTokenizer().decode(out["completion_ids"][0])
+    at = text.index(second)
+    assert out["env_mask"][0][at : at + len(second)] == [1] * len(second)
