@@ -51,6 +51,7 @@ from storage.training_runs import (
     finish_training_run,
     get_training_run,
     log_training_step,
+    training_run_for_checkpoint,
 )
 from storage.urls import ACCEPTED, shown_url, store_files
 
@@ -93,6 +94,7 @@ __all__ = [
     "session_scope",
     "shown_url",
     "store_files",
+    "training_run_for_checkpoint",
     "upgrade_store",
     "write_connection",
     "write_problem",

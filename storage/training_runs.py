@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.engine import session_scope
@@ -42,3 +43,15 @@ def finish_training_run(
 def get_training_run(factory: sessionmaker[Session], training_run_id: int) -> TrainingRun | None:
     with factory() as session:
         return session.get(TrainingRun, training_run_id)
+
+
+def training_run_for_checkpoint(factory: sessionmaker[Session], checkpoint: str) -> TrainingRun | None:
+    """The newest finished training run that produced ``checkpoint`` (the path it stored), if any."""
+    query = (
+        select(TrainingRun)
+        .where(TrainingRun.checkpoint == checkpoint, TrainingRun.status == "ok")
+        .order_by(TrainingRun.id.desc())
+        .limit(1)
+    )
+    with factory() as session:
+        return session.scalar(query)

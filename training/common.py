@@ -248,9 +248,10 @@ class TrainingSession:
                 self.tokenizer.save_pretrained(str(final))
                 if self.source_gguf is not None:
                     (final / "SOURCE_GGUF").write_text(str(self.source_gguf))
-                checkpoint = str(final)
+                # Absolute: a router served from this file is traced back to this run by its path.
+                checkpoint = str(final.resolve())
                 if self.source_gguf is not None and self.recipe.export_gguf:
-                    checkpoint = str(self._export(final))
+                    checkpoint = str(self._export(final).resolve())
             db.finish_training_run(self.factory, self.training_run_id, status=status, checkpoint=checkpoint)
         summary = self.summary()
         (output / "metrics.json").write_text(json.dumps(summary, indent=1))

@@ -320,8 +320,10 @@ class RouteGraphService:
         return self.pool.find(name)
 
     def pool_view(self) -> dict[str, Any]:
-        """What the pool is, for people: its file, the router, its weights and every entry."""
-        return pool_view(self.pool)
+        """What the pool is, for people: its file, the router, its weights, the training run that produced
+        them (``trained_by``, None for weights no stored training run made) and every entry."""
+        view = pool_view(self.pool)
+        return {**view, "trained_by": traces.trained_by(self._factory, view["router_weights"])}
 
     async def pool_health(self) -> dict[str, bool]:
         """Whether each entry's endpoint answers now (router and candidates)."""

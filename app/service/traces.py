@@ -1,5 +1,5 @@
 """The read side of the trace store as the UI draws it: run rows with their judged feedback, the JSONL
-export, a run's hop timeline and the dashboard's aggregates."""
+export, a run's hop timeline, the dashboard's aggregates and the training run behind a router's weights."""
 
 from __future__ import annotations
 
@@ -121,4 +121,20 @@ def dashboard(factory: sessionmaker[Session], limit: int = 10_000) -> dict[str, 
         "daily": sorted(daily.values(), key=lambda d: d["day"]),
         "by_graph": by_graph,
         "routes": routes,
+    }
+
+
+def trained_by(factory: sessionmaker[Session], weights: str | None) -> dict[str, Any] | None:
+    """The training run that produced a router's weights (a checkpoint path as training stored it), for the
+    Pool page: its id, kind, when it finished and how many stored runs it learnt from; None when no
+    finished training run in this store made them (a bundled model, weights trained elsewhere)."""
+    run = db.training_run_for_checkpoint(factory, weights) if weights else None
+    if run is None:
+        return None
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "finished_at": run.finished_at,
+        "source_runs": len((run.source_run_ids or {}).get("ids", [])),
+        "steps": len((run.metrics or {}).get("steps", [])),
     }

@@ -194,6 +194,27 @@ def test_pool_page_renders(settings: Settings) -> None:
     assert len(app.get("plotly_chart")) == 2
 
 
+def test_pool_page_names_the_training_run_behind_the_routing_checkpoint(tmp_path: Path) -> None:
+    from storage import db
+
+    gguf = tmp_path / "final" / "router.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/ui.db", router_checkpoint=str(gguf))
+    service = use(settings, route_answer_pool())
+    assert service.pool_view()["trained_by"] is None  # no training run made it yet
+    run_id = db.create_training_run(service.sessions, "grpo", {}, [3, 4, 5])
+    db.log_training_step(service.sessions, run_id, {"step": 1, "reward": 0.5})
+    db.finish_training_run(service.sessions, run_id, status="ok", checkpoint=str(gguf.resolve()))
+
+    view = service.pool_view()
+    assert view["router_weights"] == str(gguf.resolve())
+    assert view["trained_by"]["id"] == run_id and view["trained_by"]["source_runs"] == 3
+    shown = " ".join(i.value for i in page("pool").info)
+    assert f"trained by training run {run_id} (grpo, 1 logged steps, from 3 stored runs)" in shown
+    assert str(gguf.resolve()) in shown
+
+
 def test_pool_health_check_reports_each_endpoint(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     service = use(settings, route_answer_pool())
 

@@ -14,6 +14,15 @@ service = service_or_stop()
 view = service.pool_view()
 st.title("Pool")
 st.caption(f"Pool file: {view['file']} · router: {view['router']}")
+trained = view["trained_by"]
+if trained:
+    st.info(
+        f"Routing with {view['router_weights']}: trained by training run {trained['id']} ({trained['kind']}, "
+        f"{trained['steps']} logged steps, from {trained['source_runs']} stored runs), finished "
+        f"{trained['finished_at']:%Y-%m-%d %H:%M} UTC."
+    )
+elif view["router_weights"]:
+    st.caption(f"Router weights: {view['router_weights']} (not trained in this trace store)")
 
 columns = ["name", "role", "backend", "mode", "price_in", "price_out", "latency_s", "descriptor"]
 frame = pd.DataFrame(view["entries"])[columns].rename(
