@@ -69,24 +69,27 @@ class RouterR1Rollout:
             Trajectory(prompt_ids=self._prompt_ids(tokenizer, p), question=prompts.question_of(p))
             for p in batch_prompts
         ]
-        for _turn in range(self.config.max_turns + 1):
+        for turn in range(self.config.max_turns + 1):
             active = [t for t in trajectories if not t.done]
             if not active:
                 break
-            steps = self._generate(trainer, [t.prompt_ids + t.completion_ids for t in active])
+            # The first step ends once the model is named: the serving grammar writes the query from there.
+            chosen = [f"{name}:" for name in self.pool.names] if turn == 0 else []
+            steps = self._generate(trainer, [t.prompt_ids + t.completion_ids for t in active], chosen)
             routes: list[tuple[Trajectory, str, str]] = []
             for trajectory, ids in zip(active, steps, strict=True):
                 text = tokenizer.decode(ids, skip_special_tokens=True)
-                action = prompts.parse_action(text, self.pool.names)
-                forced = self._rules(trajectory).query if action.kind == "route" else None
-                if forced is not None:
+                forced = self._rules(trajectory).query
+                model = self._first_route(text) if forced is not None else None
+                if forced is not None and model is not None:
                     ids, text, written = self._pass_question_on(tokenizer, ids, text, forced)
                     written_ids = tokenizer.encode(written, add_special_tokens=False)
                     trajectory.extend(ids, text, from_policy=True)
                     trajectory.extend(written_ids, written, from_policy=False)
-                    action = action.model_copy(update={"query": forced})
+                    action = prompts.Action(kind="route", model=model, query=forced)
                 else:
                     trajectory.extend(ids, text, from_policy=True)
+                    action = prompts.parse_action(text, self.pool.names)
                 room = len(trajectory.completion_ids) < self.config.max_completion_tokens
                 if action.kind == "route" and room and self._allowed(trajectory, action.model, action.query):
                     assert action.model and action.query
@@ -117,6 +120,16 @@ class RouterR1Rollout:
             "cost": [t.cost for t in trajectories],
             "routes": [t.routes for t in trajectories],
         }
+
+    def _first_route(self, text: str) -> str | None:
+        """The pool model a first step routes to, once its name and colon are written (closed or not: the
+        serving grammar writes the rest); None for an answer, malformed text or an unknown name."""
+        search_at, answer_at = text.find("<search>"), text.find("<answer>")
+        if search_at < 0 or 0 <= answer_at < search_at:
+            return None
+        name, colon, _ = text[search_at + len("<search>") :].partition(":")
+        known = {n.lower(): n for n in self.pool.names}.get(name.strip().lower())
+        return known if colon else None
 
     @staticmethod
     def _pass_question_on(
@@ -173,8 +186,9 @@ class RouterR1Rollout:
 
         return asyncio.run(all_routes()) if routes else []
 
-    def _generate(self, trainer: Any, sequences: list[list[int]]) -> list[list[int]]:
-        """One policy step per sequence, ending at a stop string, EOS or the step limit."""
+    def _generate(self, trainer: Any, sequences: list[list[int]], extra_stops: list[str]) -> list[list[int]]:
+        """One policy step per sequence, ending at a stop string (``extra_stops`` too, where the backend
+        takes them per call: vLLM's are fixed in the trainer's config), EOS or the step limit."""
         if getattr(trainer, "use_vllm", False):
             _, completion_ids, _, _ = trainer.vllm_generation.generate(
                 prompts=sequences, images=None, num_generations=1
@@ -199,7 +213,7 @@ class RouterR1Rollout:
                 temperature=self.config.temperature,
                 top_p=1.0,
                 top_k=0,
-                stop_strings=STOP_STRINGS,
+                stop_strings=STOP_STRINGS + extra_stops,
                 tokenizer=tokenizer,
                 pad_token_id=pad,
             )

@@ -110,6 +110,30 @@ def test_the_first_route_call_carries_the_question_whole_written_by_the_environm
     assert out["routes"] == [1] and len(calls) == 1
 
 
+def test_a_first_step_cut_at_the_models_colon_is_a_route_call_with_the_question() -> None:
+    """Generation stops once the model is named (the rest is the environment's); an answer or an unknown
+    name there is not a route call."""
+    pool = make_fake_pool({BIG: ["Answer: C"]})
+    unknown = "What is the capital of Italy?"
+    policy = ScriptedPolicy(
+        {
+            CHOICE: [f"<think>Hard.</think>\n<search> {BIG}:"],
+            FRANCE: ["<think>Easy.</think>\n<answer> Paris </answer>"],
+            unknown: ["<think>Hm.</think>\n<search> Nobody-LM:"],
+        }
+    )
+    out = RouterR1Rollout(pool, RolloutConfig(max_turns=2))(
+        [prompt(CHOICE), prompt(FRANCE), prompt(unknown)], Trainer(policy)
+    )
+
+    texts = [CharTokenizer().decode(ids) for ids in out["completion_ids"]]
+    assert texts[0].startswith(f"<think>Hard.</think>\n<search> {BIG}: {CHOICE} </search>\n<information>")
+    assert texts[0].endswith("<answer> C </answer>") and fake(pool, BIG).calls[0].last_text == CHOICE
+    assert out["routes"] == [1, 0, 0]
+    assert texts[1] == "<think>Easy.</think>\n<answer> Paris </answer>"
+    assert texts[2] == "<think>Hm.</think>\n<search> Nobody-LM:"  # malformed: the trajectory ends
+
+
 def test_a_later_route_call_keeps_the_policys_own_query() -> None:
     pool = make_fake_pool({SMALL: ["Some long reply " * 10], BIG: ["Lyon"]})  # 30 words: no answer
     first = f"<think>A fact.</think>\n<search> {SMALL}: {FRANCE} </search>"
