@@ -92,7 +92,12 @@ class PoolFile(BaseModel):
 
 
 def router_from_checkpoint(router: ModelEntry, checkpoint: str) -> ModelEntry:
-    """The pool's router entry pointed at a trained checkpoint: GGUF on llama.cpp, else vLLM."""
+    """The pool's router entry pointed at a trained checkpoint: GGUF on llama.cpp, else vLLM.
+
+    Its served id names the weights (path, size and time written): the replay cache keys a call by entry
+    name and served id, so a trained router asked what its untrained namesake was asked is not served
+    that router's recorded reply, nor one of an earlier export to the same path.
+    """
     path = Path(checkpoint).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -100,4 +105,12 @@ def router_from_checkpoint(router: ModelEntry, checkpoint: str) -> ModelEntry:
         changes: dict[str, Any] = {"backend": "llamacpp", "gguf": str(path.resolve()), "hf_model": None}
     else:
         changes = {"backend": "vllm", "hf_model": str(path.resolve()) if path.exists() else checkpoint}
-    return router.model_copy(update={**changes, "base_url": None, "model_id": None})
+    served = f"{router.name}@{_weights_id(path) if path.exists() else checkpoint}"
+    return router.model_copy(update={**changes, "base_url": None, "model_id": served})
+
+
+def _weights_id(path: Path) -> str:
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    stats = [p.stat() for p in files]
+    size, written = sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+    return f"{path.resolve()}:{size}:{written}"

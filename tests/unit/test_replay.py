@@ -311,3 +311,29 @@ def test_service_replay_off_still_records(tmp_path: Path) -> None:
     assert len(fake(pool, SMALL).calls) == 2 and len(fake(pool, ROUTER).calls) == 4
     assert first.answer == second.answer == "Paris"
     assert recorded == 3  # router step 1, Small-LM, router step 2
+
+
+def test_a_trained_router_is_never_served_its_untrained_namesakes_replies(
+    cache: SqlResponseCache, tmp_path: Path
+) -> None:
+    """Same entry name, same prompt: the replay cache tells the weights apart (and a re-export at the same
+    path from the export before it), so evaluating a trained router under ``prefer`` measures that router."""
+    import os
+
+    from app.pool.entries import router_from_checkpoint
+
+    pool = make_fake_pool({ROUTER: ["untrained step", "trained step", "retrained step"]})
+    pool.cache, pool.cache_mode = cache, "prefer"  # type: ignore[assignment]
+    messages = [("human", QUESTION)]
+    untrained = asyncio.run(pool.generate(ROUTER, messages, max_tokens=32))
+    gguf = tmp_path / "router.gguf"
+    gguf.write_bytes(b"GGUF one")
+    trained = pool.with_router(router_from_checkpoint(pool.router, str(gguf)))
+    first = asyncio.run(trained.generate(ROUTER, messages, max_tokens=32))
+    again = asyncio.run(trained.generate(ROUTER, messages, max_tokens=32))
+    assert (untrained.text, first.text, first.cache) == ("untrained step", "trained step", "miss")
+    assert (again.text, again.cache) == ("trained step", "hit")
+    gguf.write_bytes(b"GGUF two")
+    os.utime(gguf, ns=(gguf.stat().st_atime_ns, gguf.stat().st_mtime_ns + 1_000_000_000))
+    retrained = pool.with_router(router_from_checkpoint(pool.router, str(gguf)))
+    assert asyncio.run(retrained.generate(ROUTER, messages, max_tokens=32)).text == "retrained step"
