@@ -48,18 +48,20 @@ def read_qa_file(path: str | Path, limit: int | None = None, seed: int | None = 
     return rows[:limit] if limit else rows
 
 
+def grpo_row(question: str, answers: list[str], models: Sequence[ModelCard]) -> dict[str, Any]:
+    """One GRPO row: the router's prompt, and the columns the rewards read."""
+    return {
+        "prompt": router_prompt(question, models),
+        "answers": answers,
+        "models": [m.name for m in models],
+        "question": question,
+    }
+
+
 def grpo_rows_from_qa(
     path: str | Path, pool: Pool, limit: int | None = None, seed: int | None = None
 ) -> list[dict[str, Any]]:
-    return [
-        {
-            "prompt": router_prompt(row["question"], pool.models),
-            "answers": row["answers"],
-            "models": pool.names,
-            "question": row["question"],
-        }
-        for row in read_qa_file(path, limit, seed)
-    ]
+    return [grpo_row(row["question"], row["answers"], pool.models) for row in read_qa_file(path, limit, seed)]
 
 
 def rows_from_records(
@@ -70,14 +72,14 @@ def rows_from_records(
     GRPO: every record (``labelled_only``: those with gold answers; others get ``[]``).
     SFT: finished runs with a trajectory (``labelled_only``: whose answer matches its gold answers).
     """
-    names = [m.name for m in models]
     out: list[dict[str, Any]] = []
     for record in records:
-        prompt = router_prompt(record["question"], models)
         if kind == "grpo":
-            row = {"prompt": prompt, "answers": record["answers"], "models": names}
-            out.append({**row, "question": record["question"], "run_id": record["run_id"]})
+            out.append(
+                {**grpo_row(record["question"], record["answers"], models), "run_id": record["run_id"]}
+            )
             continue
+        prompt = router_prompt(record["question"], models)
         trajectory = (record["trajectory"] or "").strip()
         if record["status"] != "ok" or not trajectory:
             continue

@@ -1,4 +1,4 @@
-"""`routegraph train …`: train the router with TRL (GRPO, SFT, their alternation, allocation)."""
+"""`routegraph train …`: train the router with TRL (GRPO, SFT, their alternation, allocation, the loop)."""
 
 from __future__ import annotations
 
@@ -29,12 +29,14 @@ def _overrides(pairs: list[str] | None) -> dict[str, str]:
 
 @contextmanager
 def _reported() -> Iterator[None]:
-    """A bad recipe, data file or trace store (its database_url) as one line and exit 2, not a traceback."""
+    """A bad recipe, data file, trace store (its database_url) or missing weights as one line and exit 2,
+    not a traceback."""
+    from app.pool.local_servers import LocalServerError
     from app.service import StoreError
 
     try:
         yield
-    except (ValueError, StoreError) as exc:
+    except (ValueError, StoreError, LocalServerError) as exc:
         raise fail(str(exc), 2) from None
 
 
@@ -96,3 +98,20 @@ def train_sft(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
 
     with _reported():
         _report_training(sft.main(str(recipe), _overrides(overrides)))
+
+
+@train_app.command("loop")
+def train_loop(recipe: RecipeOpt, overrides: OverridesArg = None) -> None:
+    """The learning loop: stored runs → questions where the pool disagrees → SFT warm start → GRPO per α →
+    GGUF → held-out evaluation → report (training/loop.py)."""
+    from training import loop
+
+    with _reported():
+        summary = loop.main(str(recipe), _overrides(overrides), log=typer.echo)
+    for run in [summary["results"].sft, *summary["results"].grpo.values()]:
+        if run is not None:
+            _report_training(run)
+    config = summary["router_yaml"]
+    typer.echo(f"report: {summary['report']}")
+    typer.echo(f"serve it: routegraph ask --config {config} QUESTION   (the app: ROUTEGRAPH_CONFIG={config})")
+    typer.echo(f"or: ROUTEGRAPH_ROUTER_CHECKPOINT={summary['served']} with the settings in {config}")
