@@ -278,7 +278,11 @@ def main(
             serving, None, questions, lambda n: [*singles(n), "largest", "oracle"], out / "eval" / "pool", log
         )
         routers: dict[str, Any] = {}
-        notes: list[str] = []
+        price = f"${pool.router.price_in:g} in, ${pool.router.price_out:g} out per 1M tokens"
+        notes = [
+            f"Every router is priced as the pool's router entry ({pool.router.name}: {price}), whatever "
+            "its weights."
+        ]
         untrained = router_weights_of(recipe.model)
         candidates = {"untrained": untrained, "current": recipe.router_checkpoint}
         if router_file(serving.pool_file, recipe.router_checkpoint) == router_file(
