@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ from training.loop_data import (
     source_runs,
     warm_start_rows,
 )
-from training.loop_eval import Serving, answer, router_file, router_weights_of, singles
-from training.loop_report import LoopResults, render, trained_label
+from training.loop_eval import Serving, answer, evaluate, singles
+from training.loop_report import LoopResults, render
 
 
 @dataclass
@@ -83,7 +84,8 @@ class LoopRecipe(GRPORecipe):
     and SmolLM2-135M took 210 s to sample 2×48 tokens (8.6 s with one thread)."""
     concurrency: int = 2
     request_timeout_s: float = 900.0
-    report: str = "benchmarks/results/learning_loop.md"
+    report: str | None = None
+    """Where the report goes (default: ``<output_dir>/learning_loop.md``)."""
 
     def __post_init__(self) -> None:
         if self.data != "traces" or self.limit is not None or self.alpha != 0.0:
@@ -239,14 +241,19 @@ def main(
     with clock("collect"):
         router = ["router-r1"] if recipe.collect_router else []
         collected = answer(
-            serving, recipe.router_checkpoint, train, lambda n: singles(n) + router, out / "collect", log
+            serving,
+            recipe.router_checkpoint,
+            train,
+            lambda names: singles(names) + router,
+            out / "collect",
+            log,
         )
     table = outcome_table(collected, pool.names)
     picked = pick(table, recipe.pick)
     if not picked.kept:
         raise ValueError(
-            f"no train question to learn from: of {picked.considered}, every pool model got "
-            f"{picked.all_right} right and {picked.all_wrong} wrong; add train questions, or pick: all"
+            f"no train question to learn from: of {picked.considered}, every pool model was right on "
+            f"{picked.all_right} and wrong on {picked.all_wrong}; add train questions, or pick: all"
         )
     items = {(d.name, i.id): i for d in train for i in d.items}
     kept = {key: items[key] for key in picked.kept}
@@ -257,16 +264,17 @@ def main(
     model, sft_summary = recipe.model, None
     if recipe.sft_steps > 0:
         with clock("sft"):
-            sft_summary = finished(factory, out / "sft") or train_sft(
-                recipe, out / "sft", warm_start_rows(kept, table, pool), source_runs(single_runs, picked.kept)
-            )
+            rows = warm_start_rows(kept, table, pool)
+            sources = source_runs(single_runs, picked.kept)  # the targets are read off these runs
+            sft_summary = finished(factory, out / "sft") or train_sft(recipe, out / "sft", rows, sources)
         model = str(sft_summary["checkpoint"])
     trained: dict[float, dict[str, Any]] = {}
     for alpha in recipe.alphas:
         with clock(f"grpo α={alpha:g}"):
-            stage = out / f"grpo-alpha{alpha:g}"
+            stage, sources = out / f"grpo-alpha{alpha:g}", source_runs(stored, picked.kept)
+            rows = grpo_rows(kept, pool)
             trained[alpha] = finished(factory, stage) or train_grpo(
-                recipe, alpha, model, stage, grpo_rows(kept, pool), source_runs(stored, picked.kept)
+                recipe, alpha, model, stage, rows, sources
             )
     assert recipe.serve_alpha is not None
     served = str(trained[recipe.serve_alpha]["checkpoint"])
@@ -274,30 +282,9 @@ def main(
 
     with clock("evaluate"):
         questions = held + extra
-        baselines = answer(
-            serving, None, questions, lambda n: [*singles(n), "largest", "oracle"], out / "eval" / "pool", log
+        baselines, routers, notes = evaluate(
+            serving, questions, recipe.model, recipe.router_checkpoint, trained, out, log
         )
-        routers: dict[str, Any] = {}
-        price = f"${pool.router.price_in:g} in, ${pool.router.price_out:g} out per 1M tokens"
-        notes = [
-            f"Every router is priced as the pool's router entry ({pool.router.name}: {price}), whatever "
-            "its weights."
-        ]
-        untrained = router_weights_of(recipe.model)
-        candidates = {"untrained": untrained, "current": recipe.router_checkpoint}
-        if router_file(serving.pool_file, recipe.router_checkpoint) == router_file(
-            serving.pool_file, untrained
-        ):
-            del candidates["current"]
-            notes.append(
-                "The current router is the untrained router to train: evaluated once, as `untrained`."
-            )
-        candidates.update({trained_label(a): str(run["checkpoint"]) for a, run in trained.items()})
-        for label, checkpoint in candidates.items():
-            folder = out / "eval" / re.sub(r"[^A-Za-z0-9._-]+", "-", label.replace("α", "alpha"))
-            routers[label] = answer(serving, checkpoint, questions, lambda _: ["router-r1"], folder, log)[
-                "router-r1"
-            ]
 
     overrides_text = " ".join(f"{k}={v}" for k, v in (overrides or {}).items())
     results = LoopResults(
@@ -308,7 +295,7 @@ def main(
         held_out=recipe.held_out,
         report_only=recipe.report_only,
         picked=picked,
-        picked_by_dataset={d.name: sum(k[0] == d.name for k in kept) for d in train},
+        picked_by_dataset=dict(Counter(key[0] for key in kept)),
         sft=sft_summary,
         grpo=trained,
         routers=routers,
@@ -320,7 +307,7 @@ def main(
         router_yaml=str(router_yaml),
         notes=notes,
     )
-    report = Path(recipe.report).resolve()
+    report = Path(recipe.report).resolve() if recipe.report else out / "learning_loop.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render(results))
     log(f"report: {report}")

@@ -6,6 +6,7 @@ the replay cache serves every call made before), and the Router-R1 scoring of th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from app.pool.local_servers import BUNDLED, gguf_path
 from app.service import RouteGraphService
 from graphs.router_r1.rewards import RewardConfig, score_trajectory
 from training.loop_data import Key
+from training.loop_report import trained_label
 
 Methods = Callable[[Sequence[str]], list[str]]
 """The methods to run, given the pool's model names."""
@@ -55,6 +57,11 @@ class Serving:
 
 def singles(names: Sequence[str]) -> list[str]:
     return [f"single:{name}" for name in names]
+
+
+def with_baselines(names: Sequence[str]) -> list[str]:
+    """The single models, the strongest one and the oracle (from the singles' records: no calls)."""
+    return [*singles(names), "largest", "oracle"]
 
 
 def answer(
@@ -121,3 +128,48 @@ def router_file(pool_file: Path, checkpoint: str | None) -> str:
     if router.backend == "llamacpp":
         return str(gguf_path(str(router.gguf)).resolve())
     return str(router.hf_model or router.served_id)
+
+
+def evaluate(
+    serving: Serving,
+    questions: Sequence[Dataset],
+    model: str,
+    current: str | None,
+    trained: dict[float, dict[str, Any]],
+    out: Path,
+    log: Callable[[str], None] = print,
+) -> tuple[ByMethod, dict[str, dict[Key, dict[str, Any]]], list[str]]:
+    """Stage f: the baselines' records by method, each router's Router-R1 records by label (``untrained``:
+    ``model`` before training; ``current``: the pool's router or ``current``; one per trained α), and what
+    the report must note.
+
+    Each router answers into a folder named by its weights (a retrained α by its new training run), so a
+    rerun never takes one router's stored answers for another's."""
+    pool = load_pool(serving.pool_file)
+    baselines = answer(serving, None, questions, with_baselines, out / "eval" / "pool", log)
+    price = f"${pool.router.price_in:g} in, ${pool.router.price_out:g} out per 1M tokens"
+    notes = [
+        f"Every router is priced as the pool's router entry ({pool.router.name}: {price}), whatever its "
+        "weights. Routers on llama.cpp decode each step under the step grammar, so their format errors here "
+        "are near 0 by construction; the training steps' format rate is the policy's own, unconstrained.",
+    ]
+    untrained = router_weights_of(model)
+    weights = {"untrained": router_file(serving.pool_file, untrained)}
+    weights["current"] = router_file(serving.pool_file, current)
+    candidates: dict[str, tuple[str | None, str]] = {"untrained": (untrained, _digest(weights["untrained"]))}
+    if weights["current"] == weights["untrained"]:
+        notes.append("The current router is the untrained router to train: evaluated once, as `untrained`.")
+    else:
+        candidates["current"] = (current, _digest(weights["current"]))
+    for alpha, run in trained.items():
+        candidates[trained_label(alpha)] = (str(run["checkpoint"]), f"training-run-{run['training_run_id']}")
+    routers = {}
+    for label, (checkpoint, identity) in candidates.items():
+        folder = out / "eval" / f"{label.replace('α=', 'alpha-')}-{identity}"
+        found = answer(serving, checkpoint, questions, lambda _: ["router-r1"], folder, log)
+        routers[label] = found["router-r1"]
+    return baselines, routers, notes
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
