@@ -48,6 +48,8 @@ class Recipe:
     """Checkpoint every N steps (0: only at the end and on Ctrl-C)."""
     export_gguf: bool = True
     """Write the trained router as GGUF for the embedded llama.cpp server (LLaMA-architecture routers)."""
+    train_last_layers: int = 0
+    """Only the last N transformer blocks (and the final norm) learn; 0: all of them."""
 
     def trainer_args(self) -> dict[str, Any]:
         """The ``TrainingArguments`` every trainer takes from a recipe."""
@@ -166,6 +168,11 @@ class TrainingSession:
         from peft import LoraConfig
 
         return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+
+    def model_to_train(self, train_last_layers: int) -> Any:
+        """What a trainer is given: the checkpoint's path (the trainer loads it in its own precision), or
+        the model with only its last ``train_last_layers`` blocks learning (:meth:`load_model`)."""
+        return self.load_model(train_last_layers) if train_last_layers else self.model_path
 
     def load_model(self, train_last_layers: int = 0) -> Any:
         """The model to train; with ``train_last_layers`` only the last N blocks and the final norm learn.

@@ -79,7 +79,7 @@ def build_trainer(recipe: GRPORecipe, session: TrainingSession) -> Any:
         disable_tqdm=False,
     )
     trainer = GRPOTrainer(
-        model=session.model_path,
+        model=session.model_to_train(recipe.train_last_layers),
         reward_funcs=rewards,
         args=config,
         train_dataset=session.dataset,

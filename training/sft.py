@@ -46,7 +46,7 @@ def build_trainer(recipe: SFTRecipe, session: TrainingSession) -> Any:
 
     config = SFTConfig(**recipe.trainer_args(), max_length=recipe.max_length)
     return SFTTrainer(
-        model=session.model_path,
+        model=session.model_to_train(recipe.train_last_layers),
         args=config,
         train_dataset=session.dataset,
         processing_class=session.tokenizer,
