@@ -22,11 +22,12 @@ Records = Mapping[Key, dict[str, Any]]
 
 _SLICE = re.compile(r"^(?P<name>[^\[\]]+?)(?:\[(?P<start>\d*):(?P<stop>\d*)\])?$")
 THOUGHTS = {
-    "number": "A maths problem; {model} is the cheapest model likely to solve it.",
-    "choice": "A multiple-choice question; {model} is the cheapest model likely to get it right.",
-    "span": "A factual question; {model} is the cheapest model likely to know it.",
+    "number": "A maths problem: the cheapest model likely to solve it.",
+    "choice": "A multiple-choice question: the cheapest model likely to get it right.",
+    "span": "A factual question: the cheapest model likely to know it.",
 }
-"""The warm start's thought per answer format: one line, no tag, within the step grammar's 100 characters."""
+"""The warm start's thought per answer format: one line, no tag, within the step grammar's 100 characters
+whatever the pool's names (the model is named in the route call that follows)."""
 PICKS = ("disagree", "all")
 
 
@@ -118,7 +119,7 @@ def pick(table: Mapping[Key, Mapping[str, dict[str, Any]]], mode: str = "disagre
 def first_step(question: str, model: str) -> str:
     """The router's first step routing ``question`` to ``model``, exactly as the serving grammar shapes it:
     a one-line thought, then the question passed on whole."""
-    thought = THOUGHTS[answer_format(question)].format(model=model)
+    thought = THOUGHTS[answer_format(question)]
     return f"<think> {thought} </think>\n<search> {model}: {rules.passed_on(question)} </search>"
 
 

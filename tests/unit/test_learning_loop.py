@@ -18,6 +18,7 @@ from tests.fakes import BIG, SMALL, make_fake_pool
 from training.common import load_recipe
 from training.loop import Clock, LoopRecipe, absolute_url, finished
 from training.loop_data import (
+    THOUGHTS,
     Slice,
     check_disjoint,
     first_step,
@@ -129,6 +130,11 @@ def test_the_warm_start_targets_the_cheapest_model_that_was_right_as_the_grammar
 )
 def test_the_thought_says_what_kind_of_question_it_is(question: str, kind: str) -> None:
     assert kind in first_step(question, SMALL)
+
+
+def test_every_thought_fits_the_step_grammar() -> None:
+    for thought in THOUGHTS.values():
+        assert len(f" {thought} ") <= rules.THOUGHT_MAX_CHARS and "<" not in thought and "\n" not in thought
 
 
 def test_grpo_rows_and_provenance() -> None:
