@@ -72,7 +72,9 @@ class LoopRecipe(GRPORecipe):
     router_checkpoint: str | None = None
     """The current router (None: the pool's own): it answers the train questions and is evaluated."""
     collect_router: bool = True
+    """The current router answers the train questions too: its runs join the GRPO runs' provenance."""
     pick: str = "disagree"
+    """``disagree``: train on the questions where one pool model was right and another wrong; ``all``."""
     sft_steps: int = 16
     sft_learning_rate: float = 1e-4
     sft_max_length: int = 2048

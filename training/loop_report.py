@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.evaluation.intervals import Interval, paired
-from training.loop_data import Key, Picked
+from training.loop_data import Key, Picked, Records
 
-Records = Mapping[Key, dict[str, Any]]
 STEP_COLUMNS = (
     ("step", "step"),
     ("reward", "reward"),
