@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.evaluation.intervals import Interval, paired
+from app.evaluation.intervals import Interval, bootstrap, paired
 from training.loop_data import Key, Picked, Records
 
 STEP_COLUMNS = (
     ("step", "step"),
     ("reward", "reward"),
-    ("accuracy", "accuracy"),
+    ("accuracy", "accuracy (EM)"),
     ("cost", "cost $"),
     ("format_rate", "format rate"),
     ("frac_reward_zero_std", "zero-spread groups"),
@@ -120,7 +120,7 @@ def before_after(results: LoopResults, keys: Sequence[Key]) -> list[str]:
     header = [
         "router / method",
         "n",
-        "accuracy",
+        "accuracy [95% CI]",
         "mean cost $",
         "pool cost $",
         "reward (α=0)",
@@ -137,7 +137,7 @@ def before_after(results: LoopResults, keys: Sequence[Key]) -> list[str]:
             [
                 f"{'router-r1 · ' if is_router else ''}{label}",
                 str(got["n"]),
-                _num(got["accuracy"]),
+                str(bootstrap([records[k]["correct"] for k in keys if k in records])),
                 _num(got["cost"]),
                 _num(got["pool_cost"]),
                 _num(got["reward"]) if is_router else "",

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from app.evaluation.data import EvalItem, load_dataset
+from app.evaluation.intervals import bootstrap
 from app.evaluation.qa_file import DataError
 from graphs.router_r1 import prompts, rules
 from storage import db
@@ -299,10 +300,13 @@ def results(trained_cost: float = 1e-5) -> LoopResults:
 
 
 def test_the_report_shows_the_signal_the_intervals_and_the_sweep() -> None:
-    text = render(results())
+    shown = results()
+    text = render(shown)
     assert "| 1 | 0.2500 | 0.3000 | 2e-05 | 0.9000 | 0.5000 |" in text  # a step: reward … zero-spread share
-    assert "| router-r1 · α=0 | 40 | 0.750 | 3e-05 | 1.5e-05 | 0.750 | 0.0% | 0.0% |" in text
-    assert "| single:Big-LM | 40 | 1.000 |" in text
+    trained = shown.routers["α=0"]
+    accuracy = bootstrap([trained[k]["correct"] for k in sorted(trained)])  # with its interval
+    assert f"| router-r1 · α=0 | 40 | {accuracy} | 3e-05 | 1.5e-05 | 0.750 | 0.0% | 0.0% |" in text
+    assert "| single:Big-LM | 40 | 1.000 [1.000, 1.000] |" in text
     assert "| α=0 − untrained | held-out | 40 | 0.750 [" in text and "| yes |" in text
     assert "| 0.3 | 0.500 | 1e-05 | 5e-06 | 2.00 | Small-LM 100% |" in text
     assert "α=0.3 spends less than α=0" in text
