@@ -150,8 +150,11 @@ def evaluate(
     price = f"${pool.router.price_in:g} in, ${pool.router.price_out:g} out per 1M tokens"
     notes = [
         f"Every router is priced as the pool's router entry ({pool.router.name}: {price}), whatever its "
-        "weights. Routers on llama.cpp decode each step under the step grammar, so their format errors here "
-        "are near 0 by construction; the training steps' format rate is the policy's own, unconstrained.",
+        "weights.",
+        "Routers on llama.cpp decode each step under the step grammar, which keeps every step an action in "
+        "the protocol's format; the format errors left are what it allows and Router-R1's format reward does "
+        "not: a thought of spaces only (a barely warm-started router writes `<think> </think>`). The "
+        "training steps' format rate is the policy's own, unconstrained.",
     ]
     untrained = router_weights_of(model)
     weights = {"untrained": router_file(serving.pool_file, untrained)}
