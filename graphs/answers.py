@@ -204,3 +204,32 @@ def clean_answer(text: str, fmt: AnswerFormat, letters: Sequence[str] = ()) -> s
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     line = re.sub(r"^(final answer|answer)\s*:\s*", "", line, flags=re.IGNORECASE).strip()
     return line[:ANSWER_MAX_CHARS].rstrip(".").strip()
+
+
+# -- what a model's reply answers ----------------------------------------------------------------------
+CONCISE_WORDS = 25
+"""A one-line reply this short is an answer (a name, or one sentence stating it), not an explanation."""
+_ANSWER_LINE = re.compile(r"^\s*(?:final\s+)?answer\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def reply_answer(reply: str | None) -> str | None:
+    """The answer a reply states: its last ``Answer:`` line, or the whole reply when it is short."""
+    if not reply or not reply.strip():
+        return None
+    stated = _ANSWER_LINE.findall(reply)
+    if stated:
+        return str(stated[-1])
+    short = len(reply.split()) <= CONCISE_WORDS and len(reply.strip().splitlines()) == 1
+    return reply.strip() if short else None
+
+
+def stated_answer(question: str, reply: str | None) -> str | None:
+    """The answer a reply states (:func:`reply_answer`) cut to the question's format: a choice letter, a
+    number or a short span; None when it states none in that format."""
+    stated = reply_answer(reply)
+    if stated is None:
+        return None
+    fmt = answer_format(question)
+    if fmt == "number" and final_number(stated) is None:
+        return None  # "fourteen": clean_answer would keep the words, but a number was asked for
+    return clean_answer(stated, fmt, choice_letters(question)) or None

@@ -92,7 +92,7 @@ async def _call_hop(
 def stated_answer(item: EvalItem, reply: str | None) -> str:
     """What a model's reply answers, in the item's format: its ``Answer:`` line (or the whole reply when
     short), cut to a choice letter, a number or a short span, as Router-R1's final answer is."""
-    stated = rules.reply_answer(reply) or (reply or "").strip()
+    stated = answers.reply_answer(reply) or (reply or "").strip()
     fmt = answers.answer_format(item.prompt)
     return answers.clean_answer(stated, fmt, answers.choice_letters(item.prompt)) or stated
 

@@ -33,5 +33,6 @@ graph = builder.compile(name="r2-reasoner")
 
 
 def recursion_limit(max_subtasks: int) -> int:
-    """Supersteps the worst run needs: every subtask alone in its wave, each re-run once, plus the ends."""
-    return 2 * (2 * max_subtasks) + 8
+    """Supersteps the worst run needs: every subtask (the steps and the question) alone in its wave, each
+    re-run once, plus the ends."""
+    return 2 * (2 * (max_subtasks + 1)) + 8

@@ -1,5 +1,6 @@
 """R2-Reasoner nodes: decompose → allocate (:mod:`graphs.r2_reasoner.allocation`) → (wave → execute ×ready
-subtasks)* → aggregate.
+subtasks)* → aggregate. The plan is the router's steps, then the question itself
+(:func:`graphs.r2_reasoner.prompts.with_question`).
 
 ``dispatch`` (after each ``wave``) sends every subtask whose dependencies are answered to ``execute`` with
 LangGraph ``Send``, so independent subtasks run in parallel; results merge through a dict reducer.
@@ -22,8 +23,6 @@ from graphs.r2_reasoner.allocation import generate, next_pricier
 from graphs.r2_reasoner.prompts import DecompositionError, Subtask
 from graphs.r2_reasoner.state import R2Context, State, SubtaskResult, SubtaskTask
 
-FALLBACK_ID = "1"
-
 
 def _plan_detail(plan: Sequence[Subtask]) -> list[dict[str, object]]:
     return [{"id": s.id, "text": s.text, "depends_on": list(s.depends_on)} for s in plan]
@@ -31,14 +30,14 @@ def _plan_detail(plan: Sequence[Subtask]) -> list[dict[str, object]]:
 
 # -- nodes ----------------------------------------------------------------------------------------------
 async def decompose(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]:
-    """The router splits the question into subtasks; a malformed split falls back to a direct answer."""
+    """The router lists the steps before the question; a malformed list falls back to a direct answer."""
     ctx = runtime.context
     question = state["question"]
     given = state.get("subtasks")
     started = time.time()
     if given is not None:  # a fixed decomposition from the input: validated, no model call
         try:
-            plan = prompts.validate_subtasks(given, ctx.max_subtasks)
+            plan = prompts.with_question(prompts.validate_subtasks(given, ctx.max_subtasks), question)
         except DecompositionError as exc:
             return _fallback(question, Hop(node="decompose", error=f"given subtasks: {exc}"), str(exc))
         hop = Hop(
@@ -64,7 +63,7 @@ async def decompose(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
         )
         return _fallback(question, hop, str(exc))
     try:
-        plan = prompts.parse_decomposition(call.text, ctx.max_subtasks)
+        plan = prompts.with_question(prompts.parse_decomposition(call.text, ctx.max_subtasks), question)
     except DecompositionError as exc:
         hop = Hop.from_call("decompose", call, started, router_text=call.text, error=f"malformed: {exc}")
         return _fallback(question, hop, f"malformed: {exc}")
@@ -75,7 +74,7 @@ async def decompose(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
 
 
 def _fallback(question: str, hop: Hop, reason: str) -> dict[str, Any]:
-    plan = [Subtask(id=FALLBACK_ID, text=question.strip())]
+    plan = prompts.with_question([], question)
     hop = hop.model_copy(update={"detail": {**hop.detail, "fallback": _plan_detail(plan)}})
     return {
         "plan": plan,
@@ -194,7 +193,8 @@ async def execute(task: SubtaskTask, runtime: Runtime[R2Context]) -> dict[str, A
 
 
 async def aggregate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]:
-    """Compose the final answer from the subtask results, in the question's answer format."""
+    """The final answer in the question's format: the letter or number the last subtask (the question
+    itself) stated, else the aggregator's composition of every subtask's answer."""
     ctx = runtime.context
     pool, question, plan = ctx.pool, state["question"], state["plan"]
     results = state.get("results", {})
@@ -211,6 +211,12 @@ async def aggregate(state: State, runtime: Runtime[R2Context]) -> dict[str, Any]
         if found is None:
             notes.append(f"unknown aggregator {ctx.aggregator!r}; the router aggregates")
         entry = found or pool.router
+    if fmt != "span" and plan[-1].id in results:
+        # The last subtask is the question itself: a letter or number it states is the answer as it stands
+        # (an aggregator could only copy it; a span it still writes, cut down from the reply).
+        stated = answers.stated_answer(question, results[plan[-1].id].answer)
+        if stated:
+            return {"answer": stated, "error": error}
     started = time.time()
     detail: dict[str, object] = {"format": fmt}
     try:

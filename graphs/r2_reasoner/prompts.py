@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from graphs.answers import ANSWER_RULES, AnswerFormat, choice_letters
+from graphs.answers import ANSWER_RULES, AnswerFormat, choice_letters, reply_answer
 from graphs.ports import ModelCard
 
 Level = Literal["easy", "medium", "hard"]
@@ -26,14 +26,16 @@ SUBTASK_TEXT_MAX_CHARS = 300
 # -- decomposition --------------------------------------------------------------------------------------
 DECOMPOSE_SYSTEM = "You break hard questions into small, ordered subtasks that other models can solve."
 
-DECOMPOSE_INSTRUCTIONS = """Split the question into at most {max_subtasks} subtasks. Each subtask is one \
-short question that a small model can answer. Give every subtask an id ("1", "2", ...) and list in \
-depends_on the ids of earlier subtasks whose answers it needs. A simple question is a single subtask.
-Reply with JSON only, in this form:
-{{"subtasks": [{{"id": "1", "text": "Who directed the film Jaws?", "depends_on": []}}, \
-{{"id": "2", "text": "In which year was that director born?", "depends_on": ["1"]}}]}}
+DECOMPOSE_INSTRUCTIONS = """The question below will be answered last, by a model that is given the \
+answers of the steps you list first. List at most {max_subtasks} steps that make it easier to answer: each \
+one short, self-contained question that a small model can answer, with the ids of the earlier steps whose \
+answers it needs in depends_on. A simple question needs no steps.
+Reply with JSON only: {{"subtasks": [{{"id": "1", "text": "<a step>", "depends_on": []}}, \
+{{"id": "2", "text": "<a step that needs step 1>", "depends_on": ["1"]}}]}}, or {{"subtasks": []}}.
 
 Question: {question}"""
+"""No concrete example step: Qwen2.5-0.5B copied the example it was shown ("Who directed the film Jaws?")
+as the steps of unrelated questions."""
 
 
 class Subtask(BaseModel):
@@ -44,6 +46,17 @@ class Subtask(BaseModel):
     id: str
     text: str
     depends_on: list[str] = []
+
+
+def with_question(steps: Sequence[Subtask], question: str) -> list[Subtask]:
+    """The plan: the router's steps, then the question itself, whole, as the last subtask, given every
+    step's answer. Whatever the router writes, the model that answers last sees the question as asked
+    (its choices, its numbers): left to write every subtask, Qwen2.5-0.5B dropped a multiple-choice
+    question's choices, so no model could name a letter."""
+    ids, final = {s.id for s in steps}, len(steps) + 1
+    while str(final) in ids:  # a hosted router's own ids ("2", "3" for two steps)
+        final += 1
+    return [*steps, Subtask(id=str(final), text=question.strip(), depends_on=[s.id for s in steps])]
 
 
 class DecompositionError(ValueError):
@@ -59,7 +72,7 @@ def decompose_messages(question: str, max_subtasks: int) -> list[tuple[str, str]
 
 def decomposition_schema(max_subtasks: int) -> dict[str, Any]:
     """JSON schema of a decomposition that only admits valid ones: ids "1".."k" in order, each depending
-    only on earlier ids (so no cycle, no unknown id), 1..max subtasks, bounded non-empty texts."""
+    only on earlier ids (so no cycle, no unknown id), 0..max steps, bounded non-empty texts."""
 
     def step(i: int) -> dict[str, Any]:
         earlier = [str(j) for j in range(1, i)]
@@ -83,25 +96,23 @@ def decomposition_schema(max_subtasks: int) -> dict[str, Any]:
 
     return {
         "type": "object",
-        "properties": {"subtasks": {"anyOf": [plan_of(k) for k in range(1, max_subtasks + 1)]}},
+        "properties": {"subtasks": {"anyOf": [plan_of(k) for k in range(max_subtasks + 1)]}},
         "required": ["subtasks"],
         "additionalProperties": False,
     }
 
 
 def parse_decomposition(text: str, max_subtasks: int) -> list[Subtask]:
-    """The subtasks in a router's reply (JSON, optionally fenced), validated; DecompositionError otherwise."""
+    """The steps in a router's reply (JSON, optionally fenced), validated; DecompositionError otherwise."""
     return validate_subtasks(extract_json(text), max_subtasks)
 
 
 def validate_subtasks(raw: object, max_subtasks: int) -> list[Subtask]:
-    """Check a decomposition: 1..max subtasks, unique non-empty ids, non-empty texts, known deps, no cycle."""
+    """Check a decomposition's steps: 0..max, unique non-empty ids, non-empty texts, known deps, no cycle."""
     if isinstance(raw, Mapping):
         raw = raw.get("subtasks")
     if not isinstance(raw, list):
         raise DecompositionError("expected a list of subtasks")
-    if not raw:
-        raise DecompositionError("zero subtasks")
     if len(raw) > max_subtasks:
         raise DecompositionError(f"too many subtasks: {len(raw)} > {max_subtasks}")
     subtasks: list[Subtask] = []
@@ -218,9 +229,12 @@ def parse_allocation(text: str) -> dict[str, str]:
 
 # -- subtasks -------------------------------------------------------------------------------------------
 EXECUTE_SYSTEM = (
-    "You solve one step of a larger problem for a coordinating model. "
-    "Reply with the answer to this step only, briefly and exactly."
+    "You solve one step of a larger problem for a coordinating model. For a fact, reply with the answer "
+    "alone, in as few words as possible (a name, a date, a place), not a sentence. For a calculation or a "
+    "choice, reason in a few short steps, then end with a line 'Answer: <answer>'."
 )
+"""What Router-R1's pool models are told too: told to give the number alone, Qwen2.5-1.5B solved none of 20
+GSM8K tuning problems; told to reason in a few steps and end with an answer line, 6."""
 BUDGET_REFUSAL = "not called: {model} would cost up to ${estimate:.6f} but only ${left:.6f} of the \
 ${budget:.6f} budget is left"
 NO_ANSWER = "(no answer: {reason})"
@@ -229,10 +243,11 @@ _REFUSALS = ("i cannot", "i can't", "i can not", "i'm sorry", "i am sorry", "as 
 
 
 def subtask_prompt(subtask: Subtask, known: Sequence[tuple[Subtask, str]]) -> str:
-    """The question a pool model gets for one subtask, with the answers of the subtasks it depends on."""
+    """The question a pool model gets for one subtask, with the answers of the subtasks it depends on (the
+    answer a reply states, when it ends with an ``Answer:`` line, rather than its working)."""
     if not known:
         return subtask.text
-    facts = "\n".join(f"- {dep.text} Answer: {answer}" for dep, answer in known)
+    facts = "\n".join(f"- {dep.text} Answer: {reply_answer(answer) or answer}" for dep, answer in known)
     return f"Known from earlier steps:\n{facts}\nNow answer: {subtask.text}"
 
 
@@ -260,7 +275,7 @@ Solved subtasks:
 def aggregate_messages(
     question: str, steps: Sequence[tuple[Subtask, str]], fmt: AnswerFormat
 ) -> list[tuple[str, str]]:
-    listing = "\n".join(f"{s.id}. {s.text} Answer: {answer}" for s, answer in steps)
+    listing = "\n".join(f"{s.id}. {s.text} Answer: {reply_answer(answer) or answer}" for s, answer in steps)
     rule = ANSWER_RULES[fmt].format(letters=", ".join(choice_letters(question)))
     return [
         ("system", AGGREGATE_SYSTEM),

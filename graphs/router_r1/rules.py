@@ -5,11 +5,11 @@
   it is not made again, and the run goes to its final answer.
 * A route call that sent the question itself and got an answer back (a short reply, or one ending in an
   ``Answer:`` line) answers the question: only the final answer is left. When the question asks for a
-  choice letter or a number and the reply states one (:func:`stated_answer`), the run ends with it as it
-  stands, without another router step: a faithful copy is all the router could add, and reading the whole
-  trajectory again to write it cost more than the routed call itself (Qwen2.5-0.5B routing: about 570
-  tokens read again per CommonsenseQA item, for one letter). A span the router still writes: it cuts a
-  sentence down to the answer.
+  choice letter or a number and the reply states one (:func:`graphs.answers.stated_answer`), the run ends
+  with it as it stands, without another router step: a faithful copy is all the router could add, and
+  reading the whole trajectory again to write it cost more than the routed call itself (Qwen2.5-0.5B
+  routing: about 570 tokens read again per CommonsenseQA item, for one letter). A span the router still
+  writes: it cuts a sentence down to the answer.
 * After ``max_turns`` route calls only the final answer is left; before ``min_routes`` none is allowed.
 * Under the step grammar the first route call passes the question on whole (:func:`passed_on`);
   later ones may ask anything. A small router left free copies a model's descriptor or the prompt's
@@ -24,17 +24,13 @@ break them; hosted routers are held to them by the graph (a forbidden route call
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from graphs import answers
 
-CONCISE_WORDS = 25
-"""A one-line reply this short is an answer (a name, or one sentence stating it), not an explanation."""
 SAME_QUESTION = 0.8
 """Share of the question's words a query must contain to count as the question itself."""
-_ANSWER_LINE = re.compile(r"^\s*(?:final\s+)?answer\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _STOPWORDS = frozenset(
     ("is", "of", "in", "to", "and", "or", "what", "which", "who", "how", "does", "did", "do")
 )
@@ -67,7 +63,7 @@ def step_rules(question: str, routes: Sequence[Route], *, max_turns: int, min_ro
     if answered:
         # A letter or a number is copied; a span the router still writes, cutting a reply to its answer.
         copied = answers.answer_format(question) != "span"
-        given = stated_answer(question, answered[0].reply) if copied else None
+        given = answers.stated_answer(question, answered[0].reply) if copied else None
         return StepRules(allow_route=False, allow_answer=True, answer_only="answered", answer=given)
     if len(routes) >= max_turns:
         return StepRules(allow_route=False, allow_answer=True, answer_only="max turns")
@@ -88,33 +84,10 @@ def is_repeat(model: str, query: str, routes: Sequence[Route]) -> bool:
     return any((r.model.lower(), _squash(r.query)) == key for r in routes)
 
 
-def reply_answer(reply: str | None) -> str | None:
-    """The answer a reply states: its last ``Answer:`` line, or the whole reply when it is short."""
-    if not reply or not reply.strip():
-        return None
-    stated = _ANSWER_LINE.findall(reply)
-    if stated:
-        return str(stated[-1])
-    short = len(reply.split()) <= CONCISE_WORDS and len(reply.strip().splitlines()) == 1
-    return reply.strip() if short else None
-
-
-def stated_answer(question: str, reply: str | None) -> str | None:
-    """The answer a reply states (:func:`reply_answer`) cut to the question's format: a choice letter, a
-    number or a short span; None when it states none in that format."""
-    stated = reply_answer(reply)
-    if stated is None:
-        return None
-    fmt = answers.answer_format(question)
-    if fmt == "number" and answers.final_number(stated) is None:
-        return None  # "fourteen": clean_answer would keep the words, but a number was asked for
-    return answers.clean_answer(stated, fmt, answers.choice_letters(question)) or None
-
-
 def answers_question(question: str, query: str, reply: str | None) -> bool:
     """Whether a route call asked the question itself (nearly all its words) and got an answer back."""
     wanted = _words(question)
-    if not wanted or reply_answer(reply) is None:
+    if not wanted or answers.reply_answer(reply) is None:
         return False
     return len(wanted & _words(query)) / len(wanted) >= SAME_QUESTION
 

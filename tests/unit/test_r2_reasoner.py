@@ -35,11 +35,11 @@ def plan(*items: tuple[str, str, list[str]]) -> str:
     return json.dumps({"subtasks": [{"id": i, "text": t, "depends_on": d} for i, t, d in items]})
 
 
-THREE = plan(
-    ("1", "What is 2+3?", []),
-    ("2", "What is 4+5?", []),
-    ("3", "Add the two results.", ["1", "2"]),
-)
+STEPS = plan(("1", "What is 2+3?", []), ("2", "What is 4+5?", []))
+"""Two independent steps; the plan's third subtask is the question itself, given both answers."""
+FINAL = {"id": "3", "text": QUESTION, "depends_on": ["1", "2"]}
+ARITHMETIC = {"Now answer: Tom": "5 + 9 = 14\nAnswer: 14", "2+3": "5", "4+5": "9"}
+"""Replies by content: the question (asked last, after the steps' answers) and each step."""
 
 
 def by_content(answers: dict[str, str], default: str = "?") -> Callable[[list[BaseMessage]], str]:
@@ -74,15 +74,15 @@ def test_compiled_graph_is_a_runnable() -> None:
     assert {"decompose", "allocate", "wave", "execute", "aggregate"} <= set(graph.get_graph().nodes)
 
 
-def test_independent_subtasks_run_concurrently_and_the_dependent_after_both() -> None:
-    small = by_content({"Add the two results": "14", "2+3": "5", "4+5": "9"})
-    pool = make_fake_pool(
-        {ROUTER: [THREE, "14"], SMALL: [small] * 3}, delay_s={SMALL: 0.3, ROUTER: 0.0, BIG: 0.0}
-    )
+def test_independent_subtasks_run_concurrently_and_the_question_after_both() -> None:
+    small = by_content(ARITHMETIC)
+    pool = make_fake_pool({ROUTER: [STEPS], SMALL: [small] * 3}, delay_s={SMALL: 0.3, ROUTER: 0.0, BIG: 0.0})
     result = run_graph(pool)
 
     assert result["answer"] == "14" and result.get("error") is None
-    assert nodes(result) == ["decompose", "allocate", "execute", "execute", "execute", "aggregate"]
+    # The question's number, as its last subtask stated it, is the answer: no aggregator call.
+    assert nodes(result) == ["decompose", "allocate", "execute", "execute", "execute"]
+    assert len(fake(pool, ROUTER).calls) == 1
     first, second, third = executes(result)
     assert {first.subtask_id, second.subtask_id} == {"1", "2"} and third.subtask_id == "3"
     # Overlapping intervals: each of the two started before the other ended.
@@ -90,22 +90,57 @@ def test_independent_subtasks_run_concurrently_and_the_dependent_after_both() ->
     assert second.started_at < first.started_at + first.latency_s
     assert abs(first.started_at - second.started_at) < 0.15
     assert third.started_at >= max(h.started_at + h.latency_s for h in (first, second)) - 0.01
-    # The dependent subtask sees both answers.
+    # The question itself comes last, whole, with both steps' answers.
     assert third.sub_query is not None and "Answer: 5" in third.sub_query and "Answer: 9" in third.sub_query
+    assert third.sub_query.endswith(f"Now answer: {QUESTION}")
     assert fake(pool, SMALL).calls[2].last_text == third.sub_query
     decomposed = result["hops"][0]
     assert decomposed.model == ROUTER and decomposed.error is None
-    assert decomposed.detail["subtasks"] == json.loads(THREE)["subtasks"]
+    assert decomposed.detail["subtasks"] == [*json.loads(STEPS)["subtasks"], FINAL]
     assert result["allocation"] == {"1": SMALL, "2": SMALL, "3": SMALL}
     assert [s.id for s in result["plan"]] == ["1", "2", "3"]
-    # The aggregator is asked for a number (math question) and sees every subtask answer.
+
+
+def test_a_span_is_composed_by_the_aggregator_from_every_answer() -> None:
+    steps = plan(("1", "Who wrote Hamlet?", []))
+    pool = make_fake_pool(
+        {ROUTER: [steps, "Shakespeare"], SMALL: ["Shakespeare", "It was William Shakespeare."]}
+    )
+    result = run_graph(pool, question="Which playwright wrote Hamlet?")
+
+    assert nodes(result) == ["decompose", "allocate", "execute", "execute", "aggregate"]
     aggregate_prompt = fake(pool, ROUTER).calls[1].last_text
-    assert "final number only" in aggregate_prompt and "Answer: 14" in aggregate_prompt
+    assert "shortest answer" in aggregate_prompt
+    assert (
+        "Answer: Shakespeare" in aggregate_prompt
+        and "Answer: It was William Shakespeare." in aggregate_prompt
+    )
+    assert result["answer"] == "Shakespeare"
+
+
+def test_a_later_subtask_is_given_what_an_earlier_reply_states_not_its_working() -> None:
+    first = prompts.Subtask(id="1", text="What is 2+3?")
+    working = "2 plus 3 makes 5.\nAnswer: 5"
+    asked = prompts.subtask_prompt(
+        prompts.Subtask(id="2", text="Add 4.", depends_on=["1"]), [(first, working)]
+    )
+    assert asked == "Known from earlier steps:\n- What is 2+3? Answer: 5\nNow answer: Add 4."
+    long_reply = " ".join(["words"] * 40)  # no answer line: the reply itself is what the step said
+    assert long_reply in prompts.subtask_prompt(prompts.Subtask(id="2", text="x?"), [(first, long_reply)])
+
+
+def test_the_question_is_the_last_subtask_whatever_the_router_writes() -> None:
+    steps = [prompts.Subtask(id="2", text="a?"), prompts.Subtask(id="3", text="b?", depends_on=["2"])]
+    question = "Which is red?\nA. sky\nB. blood"
+    final = prompts.with_question(steps, question)[-1]
+    assert final == prompts.Subtask(id="4", text=question, depends_on=["2", "3"])  # a free id, choices kept
+    assert prompts.with_question([], f" {question} ") == [prompts.Subtask(id="1", text=question)]
+    assert prompts.parse_decomposition(json.dumps({"subtasks": []}), 4) == []  # a simple question: no steps
 
 
 def test_sequential_mode_runs_one_subtask_per_wave() -> None:
-    small = by_content({"Add the two results": "14", "2+3": "5", "4+5": "9"})
-    pool = make_fake_pool({ROUTER: [THREE, "14"], SMALL: [small] * 3}, delay_s={SMALL: 0.1})
+    small = by_content(ARITHMETIC)
+    pool = make_fake_pool({ROUTER: [STEPS], SMALL: [small] * 3}, delay_s={SMALL: 0.1})
     result = run_graph(pool, parallel=False)
 
     first, second, third = executes(result)
@@ -118,7 +153,6 @@ MALFORMED = {
     "not json": "Sure! First find the apples, then add them.",
     "cycle": plan(("1", "a?", ["2"]), ("2", "b?", ["1"])),
     "unknown dependency": plan(("1", "a?", []), ("2", "b?", ["7"])),
-    "zero subtasks": json.dumps({"subtasks": []}),
     "too many": plan(*[(str(i), f"q{i}?", []) for i in range(1, 6)]),
     "empty text": plan(("1", "a?", []), ("2", "   ", ["1"])),
 }
@@ -129,8 +163,8 @@ def test_malformed_decomposition_falls_back_to_a_direct_answer(kind: str) -> Non
     pool = make_fake_pool({ROUTER: [MALFORMED[kind], "9"], SMALL: ["9 apples"]})
     result = run_graph(pool, allocation="router", max_subtasks=4)
 
-    assert nodes(result) == ["decompose", "allocate", "execute", "aggregate"]
-    decomposed, allocated, executed, _ = result["hops"]
+    assert nodes(result) == ["decompose", "allocate", "execute"]  # its number is the answer: no aggregate
+    decomposed, allocated, executed = result["hops"]
     assert decomposed.error and decomposed.error.startswith("malformed:"), decomposed.error
     assert decomposed.detail["fallback"] == [{"id": "1", "text": QUESTION, "depends_on": []}]
     assert result["error"] and "answered directly" in result["error"]
@@ -138,7 +172,7 @@ def test_malformed_decomposition_falls_back_to_a_direct_answer(kind: str) -> Non
     assert allocated.model is None and allocated.detail["strategy"] == "fallback"
     assert allocated.detail["allocation"] == {"1": SMALL}
     assert (executed.model, executed.sub_query, executed.response) == (SMALL, QUESTION, "9 apples")
-    assert len(fake(pool, ROUTER).calls) == 2  # decompose, aggregate
+    assert len(fake(pool, ROUTER).calls) == 1  # decompose only
     assert result["answer"] == "9"
 
 
@@ -147,7 +181,6 @@ def test_decomposition_errors_name_the_problem() -> None:
         "not json": "not JSON",
         "cycle": "cycle",
         "unknown dependency": "unknown id",
-        "zero subtasks": "zero subtasks",
         "too many": "too many subtasks",
         "empty text": "empty text",
     }
@@ -164,10 +197,10 @@ def test_single_subtask_and_fenced_json_are_fine() -> None:
 
 
 def test_router_allocation_by_level_and_by_name() -> None:
-    ask3 = plan(("1", "a?", []), ("2", "b?", []), ("3", "c?", []))
+    ask2 = plan(("1", "a?", []), ("2", "b?", []))  # and the question, "3"
     pool = make_fake_pool(
         {
-            ROUTER: [ask3, json.dumps({"1": "easy", "2": "medium", "3": "big-lm"}), "x"],
+            ROUTER: [ask2, json.dumps({"1": "easy", "2": "medium", "3": "big-lm"}), "x"],
             SMALL: ["a"],
             MID: ["b"],
             BIG: ["c"],
@@ -201,7 +234,7 @@ def test_levels_map_onto_price_tiers() -> None:
 )
 def test_unusable_router_choices_go_to_the_default_and_are_recorded(reply: str) -> None:
     ask2 = plan(("1", "a?", []), ("2", "b?", []))
-    pool = make_fake_pool({ROUTER: [ask2, reply, "x"], SMALL: ["a", "b"], BIG: ["b"]})
+    pool = make_fake_pool({ROUTER: [ask2, reply, "x"], SMALL: ["a", "b", "c"], BIG: ["b"]})
     result = run_graph(pool, question="Who is it?", allocation="router")
 
     allocated = result["hops"][1]
@@ -224,11 +257,12 @@ def test_unusable_router_choices_go_to_the_default_and_are_recorded(reply: str) 
 def test_static_allocation_strategies(strategy: str, expected: str, recorded: bool) -> None:
     ask2 = plan(("1", "a?", []), ("2", "b?", []))
     pool = make_fake_pool(
-        {ROUTER: [ask2, "x"], SMALL: ["a", "b"], MID: ["a", "b"], BIG: ["a", "b"]}, models=THREE_TIERS
+        {ROUTER: [ask2, "x"], SMALL: ["a", "b", "c"], MID: ["a", "b", "c"], BIG: ["a", "b", "c"]},
+        models=THREE_TIERS,
     )
     result = run_graph(pool, question="Who is it?", allocation=strategy)
 
-    assert result["allocation"] == {"1": expected, "2": expected}
+    assert result["allocation"] == {"1": expected, "2": expected, "3": expected}
     allocated = result["hops"][1]
     assert allocated.model is None and allocated.cost == 0  # no router call
     assert allocated.detail["strategy"] == strategy
@@ -240,9 +274,11 @@ def test_static_allocation_strategies(strategy: str, expected: str, recorded: bo
 
 def test_escalation_reruns_once_on_the_next_tier() -> None:
     ask2 = plan(("1", "Capital of France?", []), ("2", "Capital of Spain?", []))
-    small = by_content({"France": "I'm sorry, I cannot help with that.", "Spain": "Madrid"})
+    small = by_content(
+        {"Now answer": "Paris and Madrid", "France": "I'm sorry, I cannot help with that.", "Spain": "Madrid"}
+    )
     pool = make_fake_pool(
-        {ROUTER: [ask2, "Paris"], SMALL: [small, small], MID: ["As an AI I cannot know."], BIG: []},
+        {ROUTER: [ask2, "Paris"], SMALL: [small] * 3, MID: ["As an AI I cannot know."], BIG: []},
         models=THREE_TIERS,
     )
     result = run_graph(pool, question="Which capitals?", escalate=True)
@@ -252,30 +288,32 @@ def test_escalation_reruns_once_on_the_next_tier() -> None:
     refused, rerun = (h for h in runs if h.subtask_id == "1")
     assert refused.detail["failed_check"] == "refusal"
     assert rerun.detail["escalated_from"] == SMALL and rerun.detail["failed_check"] == "refusal"
-    assert [h.model for h in runs if h.subtask_id == "2"] == [SMALL]  # a good answer is not re-run
+    assert [h.model for h in runs if h.subtask_id in ("2", "3")] == [SMALL, SMALL]  # good answers: not re-run
     assert fake(pool, BIG).calls == []  # exactly once: the failed re-run is not escalated again
     assert fake(pool, MID).calls[0].last_text == "Capital of France?"
 
 
 def test_no_escalation_unless_enabled() -> None:
-    pool = make_fake_pool({ROUTER: [plan(("1", "a?", [])), "x"], SMALL: [""], BIG: []})
+    pool = make_fake_pool({ROUTER: [plan(("1", "a?", [])), "x"], SMALL: ["", "x"], BIG: []})
     result = run_graph(pool, question="Who is it?")
-    assert [h.model for h in executes(result)] == [SMALL]
+    assert [h.model for h in executes(result)] == [SMALL, SMALL]
     assert executes(result)[0].detail["failed_check"] == "empty"
 
 
 def test_budget_refusal_is_recorded_and_the_run_continues() -> None:
     ask2 = plan(("1", "a?", []), ("2", "b?", []))
-    pool = make_fake_pool({ROUTER: [ask2, "x"], SMALL: ["a"], BIG: []}, router_prices=(0.0, 0.0))
+    pool = make_fake_pool({ROUTER: [ask2, "x"], SMALL: ["a", "c"], BIG: []}, router_prices=(0.0, 0.0))
     # Room for one Small-LM call: the second subtask of the same wave is refused (budget reservation).
     one_call = 1.5 * pool.get(SMALL).cost_bound(prompts.EXECUTE_SYSTEM + "a?", 64)
     result = run_graph(pool, question="Who is it?", budget_usd=one_call, response_max_tokens=64)
 
-    first, second = executes(result)
+    first, second, question = executes(result)
     assert first.error is None and first.model == SMALL
     assert second.error and second.error.startswith("budget exceeded"), second.error
     assert (second.cost, second.input_tokens, second.output_tokens) == (0.0, 0, 0)
-    assert len(fake(pool, SMALL).calls) == 1
+    # What the first call left over (it cost less than its bound) still covers the question.
+    assert question.error is None and "(no answer: budget exceeded)" in (question.sub_query or "")
+    assert len(fake(pool, SMALL).calls) == 2
     assert "budget exceeded" in fake(pool, ROUTER).calls[-1].last_text
     assert result["answer"] == "x"
 
@@ -283,10 +321,10 @@ def test_budget_refusal_is_recorded_and_the_run_continues() -> None:
 def test_endpoint_error_on_a_subtask_becomes_a_note() -> None:
     ask2 = plan(("1", "a?", []), ("2", "b?", ["1"]))
     down = openai.APIConnectionError(request=httpx.Request("POST", "http://fake.invalid/v1/chat/completions"))
-    pool = make_fake_pool({ROUTER: [ask2, "x"], SMALL: [down, "b"], BIG: []})
+    pool = make_fake_pool({ROUTER: [ask2, "x"], SMALL: [down, "b", "c"], BIG: []})
     result = run_graph(pool, question="Who is it?")
 
-    failed, ok = executes(result)
+    failed, ok, _question = executes(result)
     assert failed.error and "cannot connect" in failed.error and failed.cost == 0
     assert ok.error is None and ok.sub_query and "(no answer: Small-LM failed" in ok.sub_query
     assert result["answer"] == "x"
@@ -294,19 +332,18 @@ def test_endpoint_error_on_a_subtask_becomes_a_note() -> None:
 
 def test_given_subtasks_skip_the_decompose_call() -> None:
     given = [{"id": str(i), "text": f"q{i}?", "depends_on": []} for i in range(1, 5)]
-    pool = make_fake_pool({ROUTER: ["done"], SMALL: ["a"] * 4})
+    pool = make_fake_pool({ROUTER: ["done"], SMALL: ["a"] * 5})
     result = run_graph(pool, question="Four things?", subtasks=given)
 
     decomposed = result["hops"][0]
     assert decomposed.model is None and decomposed.detail["given"] is True
-    assert len(executes(result)) == 4 and len(fake(pool, ROUTER).calls) == 1
+    assert len(executes(result)) == 5 and len(fake(pool, ROUTER).calls) == 1  # the four, then the question
 
 
 def test_self_hosted_router_gets_json_schema_and_answer_grammar() -> None:
-    base = make_fake_pool({ROUTER: [THREE, json.dumps({"1": "easy", "2": "easy", "3": "hard"}), "14"]})
-    small = by_content({"Add": "14", "2+3": "5", "4+5": "9"})
-    fake(base, SMALL).replies = [small] * 2
-    fake(base, BIG).replies = ["14"]
+    base = make_fake_pool({ROUTER: [STEPS, json.dumps({"1": "easy", "2": "easy", "3": "hard"}), "14"]})
+    fake(base, SMALL).replies = [by_content(ARITHMETIC)] * 2
+    fake(base, BIG).replies = ["I would add them."]  # no number stated: the aggregator answers
     pool = base.with_router(base.router.model_copy(update={"backend": "llamacpp", "gguf": "x"}))
     result = run_graph(pool, allocation="router")
     assert result["answer"] == "14"
@@ -327,10 +364,10 @@ def test_self_hosted_router_gets_json_schema_and_answer_grammar() -> None:
 
 
 def test_service_stores_every_hop_and_totals(tmp_path: Path) -> None:
-    small = by_content({"Add the two results": "14", "2+3": "5", "4+5": "9"})
+    small = by_content(ARITHMETIC)
     pool = make_fake_pool(
         {
-            ROUTER: [THREE, json.dumps({"1": "easy", "2": "easy", "3": "hard"}), "14"],
+            ROUTER: [STEPS, json.dumps({"1": "easy", "2": "easy", "3": "hard"}), "14"],
             SMALL: [small] * 2,
             BIG: [small],
         },
@@ -343,7 +380,7 @@ def test_service_stores_every_hop_and_totals(tmp_path: Path) -> None:
         run = service.get_run(result.run_id)
         assert run is not None and run.graph == "r2-reasoner"
         stored = [h.node for h in run.hops]
-        assert stored == ["decompose", "allocate", "execute", "execute", "execute", "aggregate"]
+        assert stored == ["decompose", "allocate", "execute", "execute", "execute"]
         assert sorted(h.subtask_id for h in run.hops if h.node == "execute") == ["1", "2", "3"]
         assert run.total_cost == pytest.approx(sum(h.cost for h in run.hops)) and run.total_cost > 0
         assert run.input_tokens == sum(h.input_tokens for h in run.hops)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from graphs.answers import reply_answer, stated_answer
 from graphs.router_r1.rules import (
     Route,
     StepRules,
@@ -13,8 +14,6 @@ from graphs.router_r1.rules import (
     final_answer_grammar,
     is_repeat,
     passed_on,
-    reply_answer,
-    stated_answer,
     step_grammar,
     step_rules,
 )
