@@ -277,3 +277,45 @@ def test_clean_answer() -> None:
     assert answers.clean_answer("48 + 24 = 72", "number") == "72"
     assert answers.clean_answer("1,200.0", "number") == "1200"
     assert answers.clean_answer("Answer: Philip K. Dick.\nHe wrote it.", "span") == "Philip K. Dick"
+
+
+# -- what a model's reply answers ----------------------------------------------------------------------
+FRANCE = "What is the capital of France?"
+CHOICE = "Where does a wild bird usually live?\nA. cage\nB. sky\nC. countryside\nAnswer with the letter."
+MATH = "Tom has 2+3 apples and Ann has 4+5. How many apples do they have together?"
+
+
+@pytest.mark.parametrize(
+    ("reply", "stated"),
+    [
+        ("Paris", "Paris"),  # short: the reply is the answer
+        ("Paris is the capital of France.", "Paris is the capital of France."),
+        ("2+3 = 5 and 4+5 = 9, so 5 + 9 = 14.\nAnswer: 14", "14"),  # reasoning, then an answer line
+        ("Final answer: B", "B"),
+        (" ".join(["word"] * 26), None),  # a paragraph with no answer line states no answer
+        ("Paris.\nIt is in France.", None),  # two lines: an explanation, not a stated answer
+        ("", None),
+        (None, None),  # a failed or refused call
+    ],
+)
+def test_reply_answer(reply: str | None, stated: str | None) -> None:
+    assert answers.reply_answer(reply) == stated
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "stated"),
+    [
+        (CHOICE, "Birds fly, and the sky is open.\nAnswer: B", "B"),
+        (CHOICE, "B. sky", "B"),
+        (CHOICE, "Answer: the sky", None),  # no letter: the router has to map it to a choice
+        (MATH, "5 + 9 = 14\nAnswer: 14 apples", "14"),
+        (MATH, "Answer: fourteen", None),
+        (FRANCE, "Paris.", "Paris"),
+        (FRANCE, " ".join(["blah"] * 30), None),
+        (CHOICE, None, None),
+    ],
+)
+def test_stated_answer_is_the_replys_answer_in_the_questions_format(
+    question: str, reply: str | None, stated: str | None
+) -> None:
+    assert answers.stated_answer(question, reply) == stated

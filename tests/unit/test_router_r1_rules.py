@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from graphs.answers import reply_answer, stated_answer
 from graphs.router_r1.rules import (
     Route,
     StepRules,
@@ -22,23 +21,6 @@ MODELS = ["Qwen2.5-7B-Instruct", "LLaMA-3.1-8B-Instruct", "Gemma-2-27B-Instruct"
 FRANCE = "What is the capital of France?"
 CHOICE = "Where does a wild bird usually live?\nA. cage\nB. sky\nC. countryside\nAnswer with the letter."
 MATH = "Tom has 2+3 apples and Ann has 4+5. How many apples do they have together?"
-
-
-@pytest.mark.parametrize(
-    ("reply", "stated"),
-    [
-        ("Paris", "Paris"),  # short: the reply is the answer
-        ("Paris is the capital of France.", "Paris is the capital of France."),
-        ("2+3 = 5 and 4+5 = 9, so 5 + 9 = 14.\nAnswer: 14", "14"),  # reasoning, then an answer line
-        ("Final answer: B", "B"),
-        (" ".join(["word"] * 26), None),  # a paragraph with no answer line states no answer
-        ("Paris.\nIt is in France.", None),  # two lines: an explanation, not a stated answer
-        ("", None),
-        (None, None),  # a failed or refused call
-    ],
-)
-def test_reply_answer(reply: str | None, stated: str | None) -> None:
-    assert reply_answer(reply) == stated
 
 
 @pytest.mark.parametrize(
@@ -75,25 +57,6 @@ def test_step_rules() -> None:
     # The last call allowed answered the question: the run ended because it was answered, not by the cap.
     last = [Route("M", "a?", None), Route("M", FRANCE, "Paris")]
     assert step_rules(FRANCE, last, max_turns=2).answer_only == "answered"
-
-
-@pytest.mark.parametrize(
-    ("question", "reply", "stated"),
-    [
-        (CHOICE, "Birds fly, and the sky is open.\nAnswer: B", "B"),
-        (CHOICE, "B. sky", "B"),
-        (CHOICE, "Answer: the sky", None),  # no letter: the router has to map it to a choice
-        (MATH, "5 + 9 = 14\nAnswer: 14 apples", "14"),
-        (MATH, "Answer: fourteen", None),
-        (FRANCE, "Paris.", "Paris"),
-        (FRANCE, " ".join(["blah"] * 30), None),
-        (CHOICE, None, None),
-    ],
-)
-def test_stated_answer_is_the_replys_answer_in_the_questions_format(
-    question: str, reply: str | None, stated: str | None
-) -> None:
-    assert stated_answer(question, reply) == stated
 
 
 def test_a_letter_or_number_given_to_the_question_itself_is_the_runs_answer() -> None:
