@@ -152,9 +152,8 @@ def evaluate(
         f"Every router is priced as the pool's router entry ({pool.router.name}: {price}), whatever its "
         "weights.",
         "Routers on llama.cpp decode each step under the step grammar, which keeps every step an action in "
-        "the protocol's format; the format errors left are what it allows and Router-R1's format reward does "
-        "not: a thought of spaces only (a barely warm-started router writes `<think> </think>`). The "
-        "training steps' format rate is the policy's own, unconstrained.",
+        "the protocol's format (a thought with something in it, a known model, an answer in the question's "
+        "format). The training steps' format rate is the policy's own, unconstrained.",
     ]
     untrained = router_weights_of(model)
     weights = {"untrained": router_file(serving.pool_file, untrained)}

@@ -145,7 +145,8 @@ def step_grammar(model_names: Sequence[str], question: str = "", rules: StepRule
             'answer ::= "<answer> " body " </answer>"',
             f"model ::= {models}",
             f"body ::= {answer_body(question)}",
-            f"thought ::= [^<\\n]{{1,{THOUGHT_MAX_CHARS}}}",
+            # Something to say: a thought of spaces alone breaks Router-R1's format (an empty <think>).
+            f'thought ::= " "? [^<\\n ] [^<\\n]{{0,{THOUGHT_MAX_CHARS - 2}}}',
         ]
     )
 

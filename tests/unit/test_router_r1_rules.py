@@ -102,6 +102,12 @@ def test_the_first_route_passes_the_question_on_word_for_word() -> None:
     assert passed_on(long) == long.strip()
 
 
+def test_a_thought_has_something_to_say() -> None:
+    """Router-R1's format rejects an empty <think>: the grammar admits no thought of spaces alone."""
+    thought = next(line for line in step_grammar(MODELS).splitlines() if line.startswith("thought ::="))
+    assert thought == 'thought ::= " "? [^<\\n ] [^<\\n]{0,98}'
+
+
 def test_step_grammar_escapes_quotes_and_backslashes() -> None:
     grammar = step_grammar(['Odd"Name', "Back\\slash"])
     assert r'model ::= "Odd\"Name" | "Back\\slash"' in grammar
