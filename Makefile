@@ -50,7 +50,7 @@ integration: models
 	$(BIN)/pytest -q -m "integration or slow"
 
 test: models lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 bench: models
 	$(BIN)/python benchmarks/overhead.py

@@ -111,7 +111,15 @@ class Settings(BaseSettings):
         default=DEFAULT_DATA_DIR / "cache",
         description="Derived data kept between runs (query embeddings keyed by text hash).",
     )
-    local_threads: int = Field(default=2, ge=1, description="CPU threads for each embedded llama.cpp server.")
+    # Half the cores, not all: llama.cpp's threads wait for each other at every layer, so a server whose
+    # threads outnumber the free cores stalls whenever anything else runs (the router's server and a pool
+    # model's, the browser, a training job). With 2 threads on 2 cores and one core busy, the app's first
+    # answer took 109 s; with 1 thread, 18 s (benchmarks/results/app_ready.md).
+    local_threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        ge=1,
+        description="CPU threads for each embedded llama.cpp server (default: half the cores).",
+    )
     # Four slots of 4,096 tokens: one per subtask of an R2-Reasoner wave (r2_max_subtasks), which llama.cpp
     # then decodes as one batch (benchmarks/results/r2_parallel.md: 1.35x over sequential, 1.09x with 2).
     local_ctx: int = Field(default=16384, ge=512, description="Context (all slots) of each embedded server.")

@@ -12,6 +12,7 @@ Writes benchmarks/results/overhead_<pool>.md for the configured pool (`ROUTEGRAP
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -109,8 +110,10 @@ def main() -> None:
     lines = [
         "# Graph + storage overhead per hop (embedded pool)",
         "",
-        f"Command: `python benchmarks/overhead.py` · {time.strftime('%Y-%m-%d')}"
-        f" · Python {sys.version.split()[0]} · 2-core CPU",
+        f"Command: `ROUTEGRAPH_POOL_FILE=pools/{settings.pool_file.name} python benchmarks/overhead.py`"
+        f" · {time.strftime('%Y-%m-%d')} · Python {sys.version.split()[0]} · {os.cpu_count()}-core CPU"
+        f" · load average (1 min) {os.getloadavg()[0]:.1f} at the end: other jobs on the same cores add"
+        " to the overhead (it is wall time), not to the model time",
         f"· {pool_line}",
         "",
         "| measure | value |",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import socket
 import statistics
@@ -130,6 +131,7 @@ async def main(requests: int, scripted_requests: int) -> str:
         "CPU. "
         "Each client asks its questions one after another; server and in-process runs alternate per level.",
     ]
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(database_url=f"sqlite:///{tmp}/scripted.db", max_turns=1)
         pool = scripted_pool(calls=4 * scripted_requests * sum(LEVELS) + 16)
@@ -138,6 +140,7 @@ async def main(requests: int, scripted_requests: int) -> str:
         settings = Settings(database_url=f"sqlite:///{tmp}/embedded.db", max_turns=1, response_max_tokens=32)
         with RouteGraphService.create(settings) as service:
             embedded = await measure(service, requests)
+        pool_name = Path(settings.pool_file).name
 
     overhead_ms = 1000 * (
         statistics.median(scripted[("server", 1)][1]) - statistics.median(scripted[("in-process", 1)][1])
@@ -157,11 +160,15 @@ async def main(requests: int, scripted_requests: int) -> str:
         f"in-process run itself takes {per_run_ms:.1f} ms). Target < 10 ms: "
         f"{'met' if overhead_ms < 10 else 'not met'}.",
         "",
-        f"## Embedded pool: llama.cpp models ({requests} requests per client, max_turns 1, 32-token replies)",
+        f"## Embedded pool `{pool_name}`: llama.cpp models ({requests} requests per client, max_turns 1, "
+        "32-token replies)",
         "",
         *table(embedded, "s"),
         "",
         f"**Throughput through the server, 8 clients / 1 client: {ratio:.2f}×** (target ≥ 1.3×).",
+        "",
+        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after: other jobs on "
+        "the same cores slow both paths alike (they alternate), so compare rows, not runs.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -91,6 +91,15 @@ def test_llamacpp_command() -> None:
     }
 
 
+@pytest.mark.parametrize(("cores", "threads"), [(2, 1), (8, 4), (1, 1), (None, 1)])
+def test_servers_take_half_the_cores_by_default(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, threads: int
+) -> None:
+    # Never all of them: a server whose threads outnumber the free cores stalls at every layer's barrier.
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert Settings().local_threads == threads
+
+
 def test_llamacpp_command_parses_in_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
     # The arguments the parent writes are the ones the child's parser accepts: parsing succeeds and only
     # the (blocked) server import fails, so no server ever starts here.
