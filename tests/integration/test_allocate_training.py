@@ -62,7 +62,7 @@ def test_allocation_sft_then_grpo_on_recorded_outcomes(tmp_path: Path) -> None:
             "sft_steps": "8",
             "sft_learning_rate": "5e-4",  # a strong nudge: the format must be learnt in eight steps
             "per_device_train_batch_size": "4",
-            "train_last_layers": "0",
+            "train_last_layers": "12",  # backpropagation stops there: the suite stays short
             "max_steps": "2",
             "limit": "2",
             "num_generations": "4",
