@@ -71,6 +71,9 @@ class LoopRecipe(GRPORecipe):
     its held-out score."""
     router_checkpoint: str | None = None
     """The current router (None: the pool's own): it answers the train questions and is evaluated."""
+    evaluate_current: bool = True
+    """The current router is evaluated on the held-out questions beside the untrained and trained ones
+    (on a CPU its live steps are the evaluation's slowest part)."""
     collect_router: bool = True
     """The current router answers the train questions too: its runs join the GRPO runs' provenance."""
     pick: str = "disagree"
@@ -285,7 +288,13 @@ def main(
     with clock("evaluate"):
         questions = held + extra
         baselines, routers, notes = evaluate(
-            serving, questions, recipe.model, recipe.router_checkpoint, trained, out, log
+            serving,
+            questions,
+            recipe.model,
+            recipe.router_checkpoint if recipe.evaluate_current else False,
+            trained,
+            out,
+            log,
         )
 
     overrides_text = " ".join(f"{k}={v}" for k, v in (overrides or {}).items())

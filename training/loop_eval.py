@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from app.config import Settings, load_settings
 from app.evaluation import runner
@@ -134,14 +134,14 @@ def evaluate(
     serving: Serving,
     questions: Sequence[Dataset],
     model: str,
-    current: str | None,
+    current: str | Literal[False] | None,
     trained: dict[float, dict[str, Any]],
     out: Path,
     log: Callable[[str], None] = print,
 ) -> tuple[ByMethod, dict[str, dict[Key, dict[str, Any]]], list[str]]:
     """Stage f: the baselines' records by method, each router's Router-R1 records by label (``untrained``:
-    ``model`` before training; ``current``: the pool's router or ``current``; one per trained α), and what
-    the report must note.
+    ``model`` before training; ``current``: the pool's router or ``current``, not evaluated when False; one
+    per trained α), and what the report must note.
 
     Each router answers into a folder named by its weights (a retrained α by its new training run), so a
     rerun never takes one router's stored answers for another's."""
@@ -157,12 +157,15 @@ def evaluate(
     ]
     untrained = router_weights_of(model)
     weights = {"untrained": router_file(serving.pool_file, untrained)}
-    weights["current"] = router_file(serving.pool_file, current)
     candidates: dict[str, tuple[str | None, str]] = {"untrained": (untrained, _digest(weights["untrained"]))}
-    if weights["current"] == weights["untrained"]:
-        notes.append("The current router is the untrained router to train: evaluated once, as `untrained`.")
+    if current is False:
+        notes.append("The current router was not evaluated (`evaluate_current: false`).")
     else:
-        candidates["current"] = (current, _digest(weights["current"]))
+        weights["current"] = router_file(serving.pool_file, current)
+        if weights["current"] == weights["untrained"]:
+            notes.append("The current router is the untrained router: evaluated once, as `untrained`.")
+        else:
+            candidates["current"] = (current, _digest(weights["current"]))
     for alpha, run in trained.items():
         candidates[trained_label(alpha)] = (str(run["checkpoint"]), f"training-run-{run['training_run_id']}")
     routers = {}

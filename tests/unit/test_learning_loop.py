@@ -10,12 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
+from app.config import PROJECT_ROOT
 from app.evaluation.data import EvalItem, load_dataset
 from app.evaluation.intervals import bootstrap
 from app.evaluation.qa_file import DataError
 from graphs.router_r1 import prompts, rules
 from storage import db
 from tests.fakes import BIG, SMALL, make_fake_pool
+from training import loop_eval
 from training.common import load_recipe
 from training.loop import Clock, LoopRecipe, absolute_url, finished
 from training.loop_data import (
@@ -319,3 +321,36 @@ def test_the_report_shows_the_signal_the_intervals_and_the_sweep() -> None:
 
 def test_summary_of_no_answered_question_is_none() -> None:
     assert summary({}, [("csqa", "1")]) is None
+
+
+@pytest.mark.parametrize(
+    ("current", "labels", "note"),
+    [
+        (False, ["untrained", "α=0"], "not evaluated"),
+        (None, ["untrained", "α=0"], "evaluated once"),  # the tiny pool's router is the model to train
+    ],
+)
+def test_which_routers_the_evaluation_answers_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, current: Any, labels: list[str], note: str
+) -> None:
+    asked: list[str] = []
+
+    def answer(serving: Any, checkpoint: Any, questions: Any, methods: Any, folder: Path, log: Any) -> Any:
+        asked.append(folder.name)
+        return {"router-r1": {}}
+
+    monkeypatch.setattr(loop_eval, "answer", answer)
+    serving = loop_eval.Serving(
+        pool_file=PROJECT_ROOT / "pools" / "tiny.yaml",
+        database_url=None,
+        response_max_tokens=64,
+        max_turns=2,
+        local_threads=1,
+        request_timeout_s=None,
+        concurrency=1,
+    )
+    trained = {0.0: {"checkpoint": "/x/router.gguf", "training_run_id": 7}}
+    _, routers, notes = loop_eval.evaluate(serving, [], "smollm2-135m", current, trained, tmp_path)
+    assert list(routers) == labels
+    assert asked[0] == "pool" and asked[-1] == "alpha-0-training-run-7"
+    assert any(note in n for n in notes)
