@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.config import PROJECT_ROOT
 from app.evaluation.intervals import Interval, bootstrap, paired
 from training.loop_data import Key, Picked, Records
 
@@ -327,4 +328,5 @@ def render(results: LoopResults) -> str:
         *_table(["stage", "minutes"], [[stage, f"{s / 60:.1f}"] for stage, s in results.timings.items()]),
         *(f"- {note}" for note in results.notes),
     ]
-    return "\n".join(out).rstrip() + "\n"
+    # Paths as the project's reader sees them (the report is committed), not as this machine holds them.
+    return "\n".join(out).rstrip().replace(f"{PROJECT_ROOT}/", "") + "\n"

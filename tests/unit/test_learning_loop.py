@@ -297,7 +297,7 @@ def results(trained_cost: float = 1e-5) -> LoopResults:
         timings={"collect": 60.0, "grpo α=0": 600.0},
         this_run_s=660.0,
         served="GRPO α=0 → `/x/a0/router.gguf`",
-        router_yaml="/x/router.yaml",
+        router_yaml=f"{PROJECT_ROOT}/runs/loop/router.yaml",
     )
 
 
@@ -315,6 +315,7 @@ def test_the_report_shows_the_signal_the_intervals_and_the_sweep() -> None:
     assert "zero reward spread: 33.3% on average over 3 steps" in text
     assert "GRPO α=0: training run 2 → `/x/a0/router.gguf`" in text
     assert "Wall time of the whole loop: 11.0 min (within 60 minutes)" in text
+    assert "Settings: `runs/loop/router.yaml`" in text  # inside the project: shown relative to it
     assert "1 were kept (1 csqa); every model was right on 3 and wrong on 5" in text
     assert "α=0.3 spends not less than α=0" in render(results(trained_cost=9e-5))
 
