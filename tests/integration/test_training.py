@@ -58,7 +58,7 @@ def warm_router(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "output_dir": str(out),
             "data": f"synthetic:{DATA}",
             "limit": "8",
-            "max_steps": "8",
+            "max_steps": "4",
             "export_gguf": "false",
         },
     )
