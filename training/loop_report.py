@@ -223,15 +223,23 @@ def targets(results: LoopResults, held: Sequence[Key]) -> list[str]:
             f"${theirs['cost']:.3g} ({cheaper}); reward {mine['reward']:.3f} vs {theirs['reward']:.3f}; "
             f"format errors {mine['format_errors']:.1%} vs {theirs['format_errors']:.1%}."
         )
-    spend = {a: summary(results.routers.get(trained_label(a), {}), held) for a in results.grpo}
-    base = spend.get(0.0)
-    for alpha, got in sorted(spend.items()):
-        if alpha > 0 and got is not None and base is not None:
-            verdict = "less" if got["cost"] < base["cost"] else "not less"
-            lines.append(
-                f"- α={alpha:g} spends {verdict} than α=0: ${got['cost']:.3g} vs ${base['cost']:.3g} "
-                "a question."
-            )
+    zero = results.routers.get(trained_label(0.0), {})
+    base = summary(zero, held)
+    for alpha in sorted(a for a in results.grpo if a > 0):
+        records = results.routers.get(trained_label(alpha), {})
+        got, base_cost = summary(records, held), difference(records, zero, held, "cost")
+        accuracy = difference(records, zero, held, "correct")
+        if got is None or base is None or base_cost is None or accuracy is None:
+            continue
+        cost = base_cost[1]
+        verdict = "less" if cost.high < 0 else "not clearly less"  # the paired interval lies below 0
+        # The pool cost is what α weighs in training; the mean cost adds the router's own tokens.
+        lines.append(
+            f"- α={alpha:g} spends {verdict} than α=0: ${got['cost']:.3g} vs ${base['cost']:.3g} a question, "
+            f"difference ${cost.mean:.3g} [{cost.low:.3g}, {cost.high:.3g}] (pool calls "
+            f"${got['pool_cost']:.3g} vs ${base['pool_cost']:.3g}), at an accuracy difference of "
+            f"{accuracy[1]} on {accuracy[0]} held-out questions."
+        )
     spreads = [s["frac_reward_zero_std"] for r in results.grpo.values() for s in r["steps"] if _spread(s)]
     if spreads:
         lines.append(

@@ -311,13 +311,16 @@ def test_the_report_shows_the_signal_the_intervals_and_the_sweep() -> None:
     assert "| single:Big-LM | 40 | 1.000 [1.000, 1.000] |" in text
     assert "| α=0 − untrained | held-out | 40 | 0.750 [" in text and "| yes |" in text
     assert "| 0.3 | 0.500 | 1e-05 | 5e-06 | 2.00 | Small-LM 100% |" in text
-    assert "α=0.3 spends less than α=0" in text
+    assert "α=0.3 spends less than α=0: $1e-05 vs $3e-05 a question" in text
+    assert "difference $-2e-05 [-2e-05, -2e-05]" in text  # paired: every question saved the same
+    assert "(pool calls $5e-06 vs $1.5e-05)" in text
+    assert "at an accuracy difference of -0.250 [" in text  # the accuracy it gives up, paired
     assert "zero reward spread: 33.3% on average over 3 steps" in text
     assert "GRPO α=0: training run 2 → `/x/a0/router.gguf`" in text
     assert "Wall time of the whole loop: 11.0 min (within 60 minutes)" in text
     assert "Settings: `runs/loop/router.yaml`" in text  # inside the project: shown relative to it
     assert "1 were kept (1 csqa); every model was right on 3 and wrong on 5" in text
-    assert "α=0.3 spends not less than α=0" in render(results(trained_cost=9e-5))
+    assert "α=0.3 spends not clearly less than α=0" in render(results(trained_cost=9e-5))
 
 
 def test_summary_of_no_answered_question_is_none() -> None:
