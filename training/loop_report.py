@@ -227,11 +227,11 @@ def targets(results: LoopResults, held: Sequence[Key]) -> list[str]:
     base = summary(zero, held)
     for alpha in sorted(a for a in results.grpo if a > 0):
         records = results.routers.get(trained_label(alpha), {})
-        got, base_cost = summary(records, held), difference(records, zero, held, "cost")
+        got, cost_change = summary(records, held), difference(records, zero, held, "cost")
         accuracy = difference(records, zero, held, "correct")
-        if got is None or base is None or base_cost is None or accuracy is None:
+        if got is None or base is None or cost_change is None or accuracy is None:
             continue
-        cost = base_cost[1]
+        cost = cost_change[1]
         verdict = "less" if cost.high < 0 else "not clearly less"  # the paired interval lies below 0
         # The pool cost is what α weighs in training; the mean cost adds the router's own tokens.
         lines.append(
