@@ -23,6 +23,14 @@ from pydantic_settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POOL = PROJECT_ROOT / "pools" / "local.yaml"
+
+
+def shown_path(path: str | Path) -> str:
+    """A file as people read it: relative to the project when it is inside it, else as given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(PROJECT_ROOT)) if resolved.is_relative_to(PROJECT_ROOT) else str(path)
+
+
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "routegraph"
 
 _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("routegraph_config_file_values", default=None)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from langchain_openai import ChatOpenAI
 
-from app.config import PROJECT_ROOT, Settings
+from app.config import Settings, shown_path
 from app.service import RouteGraphService
 from graphs.router_r1 import prompts, rules
 
@@ -107,12 +107,10 @@ def main() -> None:
     overhead_ms = _median_ms(per_hop_overheads)
     pooled_ms = sum(overhead for overhead, _, _ in runs) / sum(hop_counts) * 1000
     share = statistics.median(shares)
-    pool_path = settings.pool_file.resolve()
-    shown_pool = pool_path.relative_to(PROJECT_ROOT) if pool_path.is_relative_to(PROJECT_ROOT) else pool_path
     lines = [
         "# Graph + storage overhead per hop (embedded pool)",
         "",
-        f"Command: `ROUTEGRAPH_POOL_FILE={shown_pool} python benchmarks/overhead.py`"
+        f"Command: `ROUTEGRAPH_POOL_FILE={shown_path(settings.pool_file)} python benchmarks/overhead.py`"
         f" · {time.strftime('%Y-%m-%d')} · Python {sys.version.split()[0]} · {os.cpu_count()}-core CPU"
         f" · load average (1 min) {os.getloadavg()[0]:.1f} at the end: other jobs on the same cores add"
         " to the overhead (it is wall time), not to the model time",

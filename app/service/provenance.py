@@ -9,7 +9,7 @@ from importlib import import_module, metadata
 from pathlib import Path
 from typing import Any
 
-from app.config import PROJECT_ROOT
+from app.config import shown_path
 from app.pool import ModelEntry, Pool
 from app.pool.local_servers import BUNDLED
 from app.service.registry import REGISTRY
@@ -64,11 +64,8 @@ def router_label(router: ModelEntry) -> str:
 def pool_view(pool: Pool) -> dict[str, Any]:
     """What the pool is, for people: its file (relative to the project when inside it), the router and the
     weights it runs, and every entry's prices and descriptors."""
-    source = pool.source
-    if source is not None and Path(source).resolve().is_relative_to(PROJECT_ROOT):
-        source = Path(source).resolve().relative_to(PROJECT_ROOT)
     return {
-        "file": str(source) if source else "(built in code)",
+        "file": shown_path(pool.source) if pool.source else "(built in code)",
         "router": router_label(pool.router),
         "router_weights": router_weights(pool.router),
         "entries": [

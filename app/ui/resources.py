@@ -26,12 +26,6 @@ def pool_files() -> list[str]:
     return sorted(files)
 
 
-def shown_path(path: str) -> str:
-    """A file as people read it: relative to the project when it is inside it."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(PROJECT_ROOT)) if resolved.is_relative_to(PROJECT_ROOT) else path
-
-
 def default_pool_file() -> str:
     return str(load_settings().pool_file)
 

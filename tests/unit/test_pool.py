@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.config import PROJECT_ROOT
+from app.config import PROJECT_ROOT, shown_path
 from app.pool import EndpointError, ModelEntry, Pool, PoolError, load_pool
 from tests.fakes import BIG, ROUTER, SMALL, fake, make_fake_pool
 
@@ -298,3 +298,9 @@ def test_pool_ask_sends_the_system_prompt_and_wraps_failures() -> None:
     asyncio.run(run())
     assert [c.texts for c in fake(pool, BIG).calls] == [["answer briefly", "capital of Italy?"], ["again?"]]
     assert fake(pool, ROUTER).calls == []
+
+
+def test_a_pool_file_is_shown_relative_to_the_project_when_inside_it(tmp_path: Path) -> None:
+    assert shown_path(PROJECT_ROOT / "pools" / "local.yaml") == "pools/local.yaml"
+    outside = tmp_path / "mine.yaml"
+    assert shown_path(outside) == str(outside)

@@ -6,9 +6,10 @@ from typing import Any
 
 import streamlit as st
 
+from app.config import shown_path
 from app.service import GRAPHS, QuestionError, RunResult
 from app.ui import components
-from app.ui.resources import default_pool_file, pool_files, service_or_stop, shown_path
+from app.ui.resources import default_pool_file, pool_files, service_or_stop
 from graphs.hops import Hop
 
 HISTORY = "ask_history"
